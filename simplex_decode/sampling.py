@@ -1,0 +1,87 @@
+"""Draws from a distribution q: one uniform per draw (inverse CDF) or Gumbel-max.
+
+Randomness comes only from explicit keys. ``key`` is either one key — then row ``i`` of
+the (flattened) batch uses ``fold_in(key, i)``, so its draws do not depend on the other
+rows — or an array of keys with the batch shape (one per row), so a request keeps its
+samples wherever it sits in a batch (fold a request id into its key).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["row_keys", "sample_from_probs"]
+
+_METHODS = ("auto", "inverse_cdf", "gumbel")
+
+
+def _key_batch_shape(key):
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key.shape
+    if key.dtype != jnp.uint32 or key.ndim < 1:
+        raise ValueError(
+            f"key: must be a jax.random.key / PRNGKey or an array of them, got dtype {key.dtype} shape {key.shape}"
+        )
+    return key.shape[:-1]
+
+
+def row_keys(key, batch_shape):
+    """One key per row, shape ``batch_shape`` (+ the raw key dims for legacy keys)."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    kb = _key_batch_shape(key)
+    if kb == tuple(batch_shape):
+        return key
+    if kb != ():
+        raise ValueError(
+            f"key: must be a single key or one key per row with batch shape {tuple(batch_shape)}, got key batch shape {kb}"
+        )
+    if batch_shape == ():
+        return key
+    n = math.prod(batch_shape)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n, dtype=jnp.uint32))
+    return keys.reshape(tuple(batch_shape) + keys.shape[1:])
+
+
+def _inverse_cdf_row(key, q, k):
+    cdf = jnp.cumsum(q)
+    u = jax.random.uniform(key, (k,), dtype=q.dtype)
+    idx = jnp.searchsorted(cdf, u * cdf[-1], side="right")
+    last = q.shape[-1] - 1 - jnp.argmax(q[::-1] > 0)  # guard u·total rounding up to total
+    return jnp.minimum(idx, last).astype(jnp.int32)
+
+
+def _gumbel_row(key, q, k):
+    logq = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)), -jnp.inf)
+    g = jax.random.gumbel(key, (k, q.shape[-1]), dtype=q.dtype)
+    return jnp.argmax(logq + g, axis=-1).astype(jnp.int32)
+
+
+def sample_from_probs(key, q, *, num_samples=None, method="auto", valid=None):
+    """Token ids drawn from ``q`` (shape ``(..., V)``), with replacement.
+
+    Returns ids of shape ``(...)``, or ``(..., num_samples)``. ``method``: ``"inverse_cdf"``
+    (one uniform per draw and a prefix sum: no per-token noise, the right choice on
+    CPU), ``"gumbel"`` (argmax of log q + Gumbel noise: one fused pass on accelerators)
+    or ``"auto"`` (inverse CDF on CPU, Gumbel elsewhere). Rows where ``valid`` is False
+    get id ``-1``.
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method: must be one of {_METHODS}, got {method!r}")
+    if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
+        raise ValueError(f"num_samples: must be None or an integer >= 1, got {num_samples!r}")
+    if method == "auto":
+        method = "inverse_cdf" if jax.default_backend() == "cpu" else "gumbel"
+    batch = q.shape[:-1]
+    keys = row_keys(key, batch)
+    k = 1 if num_samples is None else num_samples
+    fn = _inverse_cdf_row if method == "inverse_cdf" else _gumbel_row
+    n = math.prod(batch)
+    flat_keys = keys.reshape((n,) + keys.shape[len(batch):])
+    ids = jax.vmap(lambda kk, qq: fn(kk, qq, k))(flat_keys, q.reshape(n, q.shape[-1]))
+    ids = ids.reshape(batch + (k,))
+    if valid is not None:
+        ids = jnp.where(valid[..., None], ids, -1)
+    return ids[..., 0] if num_samples is None else ids

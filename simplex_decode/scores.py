@@ -1,0 +1,78 @@
+"""Score transforms: maps from the model's logits to the scores ``s`` of the objective.
+
+A transform is a pytree dataclass with ``__call__(scores, ctx) -> scores``. They are applied
+in order (``Objective.transforms``); ``ctx`` carries the untouched logits and, for
+transforms that read it, the token history. Per-row parameters broadcast against the
+logits' leading dimensions (a temperature of shape ``(B,)`` for logits ``(B, V)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from ._core import check_range, pytree_dataclass, require, set_field
+
+__all__ = ["ScoreTransform", "Temperature", "LogitBias"]
+
+
+class ScoreTransform:
+    """Base class of score transforms (``s ← T(s)``)."""
+
+    def __call__(self, scores, ctx):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def greedy_rows(self, batch_shape):
+        """Rows this transform turns into argmax decoding (None: none)."""
+        return None
+
+
+def _row_param(x, scores):
+    """Broadcast a per-row parameter (shape () or the batch shape) against (..., V)."""
+    x = jnp.asarray(x)
+    return x[..., None] if x.ndim else x
+
+
+@pytree_dataclass
+class Temperature(ScoreTransform):
+    """``s ← s / t``. ``t = 0`` means greedy (argmax of the scores within the support).
+
+    ``t`` may be a scalar or an array broadcastable to the batch shape (per-row
+    temperatures); rows with ``t = 0`` are decoded greedily, the others sample.
+    """
+
+    t: Any = 1.0
+
+    def __post_init__(self):
+        set_field(self, "t", check_range("Temperature", "temperature", self.t, lo=0.0))
+
+    def __call__(self, scores, ctx):
+        t = _row_param(self.t, scores)
+        inv = jnp.where(t > 0, 1.0 / jnp.where(t > 0, t, 1.0), 1.0)
+        return scores * inv.astype(scores.dtype)
+
+    def greedy_rows(self, batch_shape):
+        return jnp.broadcast_to(jnp.asarray(self.t) == 0, batch_shape)
+
+
+@pytree_dataclass
+class LogitBias(ScoreTransform):
+    """``s ← s + bias``: an additive bias of shape ``(V,)`` or ``(..., V)`` (OpenAI /
+    vLLM ``logit_bias``). ``-inf`` entries ban tokens; ``+inf`` and NaN are rejected."""
+
+    bias: Any
+
+    def __post_init__(self):
+        b = jnp.asarray(self.bias, jnp.float32)
+        require(b.ndim >= 1, "LogitBias: `bias` must have shape (V,) or (..., V)", b.shape)
+        require(~jnp.isnan(b) & (b < jnp.inf), "LogitBias: `bias` entries must be finite or -inf")
+        set_field(self, "bias", b)
+
+    def __call__(self, scores, ctx):
+        require(
+            self.bias.shape[-1] == scores.shape[-1],
+            f"LogitBias: `bias` must have V={scores.shape[-1]} entries in its last axis",
+            self.bias.shape,
+        )
+        return scores + self.bias.astype(scores.dtype)

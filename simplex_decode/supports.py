@@ -1,0 +1,219 @@
+"""Support rules ``S(s)``: which tokens may receive probability.
+
+A rule is a pytree dataclass with ``__call__(scores, mask, ctx) -> mask``: it receives the
+boolean mask left by the rules before it (``Objective.support`` is an ordered chain, as
+transformers applies top-k, then top-p, then min-p) and returns a subset of it. Rules
+never loop over the vocabulary in Python and never fully sort it: top-p is an exact
+threshold search (bisection on the bits of the float threshold, then an exact tie step),
+min-p is one pass.
+
+Tie rule (everywhere in simplex_decode): among tokens with equal scores, the lowest
+token ids are kept first; greedy takes the lowest index among the maxima.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._core import check_range, is_concrete, pytree_dataclass, require, set_field, static_field
+
+__all__ = ["SupportRule", "Full", "TopK", "TopP", "MinP", "Mask", "bisect_smallest_true"]
+
+
+class SupportRule:
+    """Base class of support rules."""
+
+    def __call__(self, scores, mask, ctx):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _row(x, like):
+    """Per-row parameter broadcast to ``like``'s batch shape plus a trailing axis."""
+    x = jnp.asarray(x)
+    return jnp.broadcast_to(x, like.shape[:-1])[..., None]
+
+
+def _masked_exp(x, mask):
+    """exp(x - max) on the mask (0 elsewhere); the max entry is exactly 1."""
+    xm = jnp.where(mask, x, -jnp.inf)
+    m = jnp.max(xm, axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    return jnp.where(mask, jnp.exp(xm - m), 0.0)
+
+
+def _float_bits(dtype):
+    return (jnp.int64, 64) if jnp.dtype(dtype) == jnp.float64 else (jnp.int32, 32)
+
+
+def bisect_smallest_true(pred, hi_value, dtype, batch_shape):
+    """Smallest non-negative float ``x ≤ hi_value`` with ``pred(x)`` true, per row.
+
+    ``pred`` maps a threshold of shape ``batch_shape + (1,)`` to booleans of the same
+    shape and must be monotone (false … false true … true) on ``[0, hi_value]`` with
+    ``pred(hi_value)`` true. Non-negative IEEE floats are ordered like their bit
+    patterns, so bisection on the integer bits is exact after one step per bit.
+    """
+    itype, nbits = _float_bits(dtype)
+    hi = lax.bitcast_convert_type(jnp.full(batch_shape + (1,), hi_value, dtype), itype)
+    lo = jnp.zeros_like(hi)
+
+    def body(_, carry):
+        lo, hi = carry
+        mid = lo + (hi - lo) // 2
+        ok = pred(lax.bitcast_convert_type(mid, dtype))
+        return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+    lo, hi = lax.fori_loop(0, nbits - 1, body, (lo, hi))
+    return lax.bitcast_convert_type(hi, dtype)
+
+
+@pytree_dataclass
+class Full(SupportRule):
+    """The whole vocabulary (every token with a finite score)."""
+
+    def __call__(self, scores, mask, ctx):
+        return mask
+
+
+@pytree_dataclass
+class TopK(SupportRule):
+    """Keep the ``k`` highest scores (ties: lowest token ids first).
+
+    ``k`` is a leaf (scalar or per-row integer array); ``max_k`` is static and bounds it
+    (the threshold is read from ``lax.top_k(scores, max_k)``), so per-row ``k`` and new
+    values of ``k`` up to ``max_k`` never recompile. ``max_k`` defaults to ``max(k)``.
+    """
+
+    k: Any
+    max_k: int | None = static_field(None)
+
+    def __post_init__(self):
+        k = check_range("TopK", "k", self.k, lo=1, integer=True)
+        set_field(self, "k", k)
+        if self.max_k is None:
+            if not is_concrete(k):
+                raise ValueError("TopK: `max_k` must be given when `k` is traced")
+            set_field(self, "max_k", int(np.max(np.asarray(k))))
+        else:
+            check_range("TopK", "max_k", self.max_k, lo=1, integer=True)
+            set_field(self, "max_k", int(self.max_k))
+            require(k <= self.max_k, f"TopK: `k` must be <= max_k={self.max_k}", k)
+
+    def __call__(self, scores, mask, ctx):
+        V = scores.shape[-1]
+        if self.max_k > V:
+            raise ValueError(f"TopK: `k` must be in [1, V={V}], got {self.max_k}")
+        x = jnp.where(mask, scores, -jnp.inf)
+        vals, _ = lax.top_k(x, self.max_k)
+        k = _row(self.k, x)
+        thr = jnp.take_along_axis(vals, k - 1, axis=-1)
+        above = x > thr
+        tie = (x == thr) & mask
+        rank = jnp.cumsum(tie, axis=-1, dtype=jnp.int32)  # 1-based rank among ties
+        n_above = jnp.sum(above, axis=-1, keepdims=True, dtype=jnp.int32)
+        return mask & (above | (tie & (rank <= k - n_above)))
+
+
+def _from(rule, scores, ctx):
+    return ctx.logits if rule.from_model else scores
+
+
+@pytree_dataclass
+class TopP(SupportRule):
+    """Nucleus: the smallest set of most probable tokens whose mass reaches ``p``.
+
+    Probabilities are ``softmax`` of the current scores restricted to the current mask
+    (temperature first, as transformers and vLLM do); ``from_model=True`` takes them
+    from the untempered model logits instead (the paper's definition). A token is kept
+    iff the mass of the tokens ranked strictly before it is ``< p`` (transformers'
+    ``TopPLogitsWarper``), so the most probable token is always kept. Exact, no sort.
+    """
+
+    p: Any
+    from_model: bool = static_field(False)
+
+    def __post_init__(self):
+        set_field(self, "p", check_range("TopP", "p", self.p, lo=0.0, hi=1.0, lo_open=True))
+
+    def __call__(self, scores, mask, ctx):
+        e = _masked_exp(_from(self, scores, ctx), mask)
+        z = jnp.sum(e, axis=-1, keepdims=True)
+        target = _row(self.p, e).astype(e.dtype) * z
+
+        def mass_above_lt_target(thr):
+            return jnp.sum(jnp.where(e > thr, e, 0.0), axis=-1, keepdims=True) < target
+
+        x_star = bisect_smallest_true(mass_above_lt_target, 1.0, e.dtype, e.shape[:-1])
+        t = jnp.min(jnp.where(e >= x_star, e, jnp.inf), axis=-1, keepdims=True)
+        above = e > t
+        m_above = jnp.sum(jnp.where(above, e, 0.0), axis=-1, keepdims=True)
+        tie = (e == t) & mask
+        rank0 = jnp.cumsum(tie, axis=-1, dtype=jnp.int32) - 1
+        return mask & (above | (tie & (m_above + rank0.astype(e.dtype) * t < target)))
+
+
+@pytree_dataclass
+class MinP(SupportRule):
+    """Keep tokens with ``prob ≥ p · max prob`` (transformers' ``MinPLogitsWarper``).
+
+    ``p = 0`` keeps every token; the most probable token is always kept.
+    ``from_model=True`` measures probabilities under the untempered model logits.
+    """
+
+    p: Any
+    from_model: bool = static_field(False)
+
+    def __post_init__(self):
+        set_field(self, "p", check_range("MinP", "min_p", self.p, lo=0.0, hi=1.0))
+
+    def __call__(self, scores, mask, ctx):
+        e = _masked_exp(_from(self, scores, ctx), mask)
+        probs = e / jnp.sum(e, axis=-1, keepdims=True)
+        top = jnp.max(probs, axis=-1, keepdims=True)
+        return mask & (probs >= _row(self.p, e).astype(e.dtype) * top)
+
+
+@pytree_dataclass
+class Mask(SupportRule):
+    """An explicit allow mask: boolean ``(V,)`` or ``(..., V)``; True = allowed.
+
+    Build one from token ids with :meth:`Mask.from_ids`.
+    """
+
+    allowed: Any
+
+    def __post_init__(self):
+        a = jnp.asarray(self.allowed)
+        require(a.dtype == jnp.bool_, "Mask: `allowed` must be a boolean array", a.dtype)
+        require(a.ndim >= 1, "Mask: `allowed` must have shape (V,) or (..., V)", a.shape)
+        set_field(self, "allowed", a)
+
+    @classmethod
+    def from_ids(cls, vocab_size: int, *, allow=None, deny=None) -> "Mask":
+        """Allow only ``allow`` (all tokens if None), then remove ``deny``."""
+        check_range("Mask", "vocab_size", vocab_size, lo=1, integer=True)
+        a = np.zeros(vocab_size, bool) if allow is not None else np.ones(vocab_size, bool)
+        for name, ids, val in (("allow", allow, True), ("deny", deny, False)):
+            if ids is None:
+                continue
+            ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+            if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+                raise ValueError(
+                    f"Mask: `{name}` token ids must be in [0, {vocab_size - 1}], got {ids}"
+                )
+            a[ids] = val
+        return cls(jnp.asarray(a))
+
+    def __call__(self, scores, mask, ctx):
+        require(
+            self.allowed.shape[-1] == scores.shape[-1],
+            f"Mask: `allowed` must have V={scores.shape[-1]} entries in its last axis",
+            self.allowed.shape,
+        )
+        return mask & self.allowed
+
