@@ -54,9 +54,9 @@ def pytree_dataclass(cls):
 
     def unflatten(aux, children):
         obj = object.__new__(cls)
-        for n, v in zip(data_names, children):
+        for n, v in zip(data_names, children, strict=False):
             object.__setattr__(obj, n, v)
-        for n, v in zip(static_names, aux):
+        for n, v in zip(static_names, aux, strict=False):
             object.__setattr__(obj, n, v)
         return obj
 
@@ -178,3 +178,26 @@ def status_error_message(status: np.ndarray) -> str | None:
         rows_s = ", ".join(str(r[0]) if len(r) == 1 else str(r) for r in rows)
         lines.append(f"logits rows [{rows_s}]: {Status.MESSAGES[int(code)]}")
     return "invalid logits: " + "; ".join(lines)
+
+
+def per_row(x, batch_shape, dtype=None):
+    """A scalar or per-row parameter as an array of shape ``batch_shape + (1,)``.
+
+    Per-row parameters align with the *leading* batch axes: for logits ``(B, T, V)`` a
+    parameter of shape ``(B,)`` applies to every position of row ``b`` (as for
+    ``(B, 1)``); a parameter of the full batch shape ``(B, T)`` is per position.
+    """
+    x = jnp.asarray(x) if dtype is None else jnp.asarray(x, dtype)
+    batch_shape = tuple(batch_shape)
+    if x.ndim > len(batch_shape):
+        raise ValueError(
+            f"a per-row parameter of shape {x.shape} has more axes than the batch shape {batch_shape}"
+        )
+    x = x.reshape(x.shape + (1,) * (len(batch_shape) - x.ndim))
+    try:
+        x = jnp.broadcast_to(x, batch_shape)
+    except ValueError as e:
+        raise ValueError(
+            f"a per-row parameter of shape {x.shape} does not broadcast to the batch shape {batch_shape}"
+        ) from e
+    return x[..., None]

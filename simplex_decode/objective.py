@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._core import Status, pytree_dataclass, require, set_field
+from ._core import Status, per_row, pytree_dataclass, require, set_field
 from .scores import ScoreTransform
 from .supports import SupportRule
 from .terms import Term
@@ -104,7 +104,7 @@ class Objective:
     def separable(self) -> bool:
         return all(t.separable for t in self.terms)
 
-    def replace(self, **changes) -> "Objective":
+    def replace(self, **changes) -> Objective:
         """A copy with some fields replaced (validated like a new Objective)."""
         fields = {"terms": self.terms, "support": self.support, "transforms": self.transforms}
         fields.update(changes)
@@ -160,7 +160,7 @@ class Objective:
         for term in self.terms:
             # A KL term with weight > 0 forbids tokens its reference gives zero mass.
             if hasattr(term, "log_reference"):
-                w = jnp.broadcast_to(jnp.asarray(term.weight), batch)[..., None]
+                w = per_row(term.weight, batch)
                 mask = mask & ((w == 0) | (term.log_reference(ctx) > -jnp.inf))
         empty = ~jnp.any(mask, axis=-1)
         status = jnp.where(
@@ -173,7 +173,7 @@ class Objective:
         s = jnp.where(problem.mask, problem.scores, 0.0)
         val = jnp.sum(q * s, axis=-1)
         for term in self.terms:
-            c = jnp.broadcast_to(jnp.asarray(term.weight, q.dtype), val.shape)
+            c = per_row(term.weight, val.shape, q.dtype)[..., 0]
             val = val + jnp.where(c > 0, c * term.value(q, problem.ctx), 0.0)
         off = jnp.any((q > 0) & ~problem.mask, axis=-1)
         return jnp.where(off, -jnp.inf, val)

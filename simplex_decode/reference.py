@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import Status
+from ._core import Status, per_row
 from .objective import Objective
 
 __all__ = ["solve", "objective_value"]
@@ -36,7 +36,7 @@ def _row_data(objective, problem):
     data = []
     for term in objective.terms:
         d = {k: np.asarray(v, np.float64) for k, v in term.reference_data(problem.ctx).items()}
-        d["weight"] = np.broadcast_to(np.asarray(term.weight, np.float64), batch)
+        d["weight"] = np.asarray(per_row(term.weight, batch)[..., 0], np.float64)
         data.append(d)
     return data
 
@@ -83,7 +83,7 @@ def solve(objective: Objective, logits, *, history=None, history_mask=None, solv
             continue
         q = cp.Variable(support.size, nonneg=True)
         expr = srow @ q
-        for term, d, w in zip(objective.terms, data, weights):
+        for term, d, w in zip(objective.terms, data, weights, strict=False):
             if w > 0:
                 expr = expr + w * term.cvxpy(q, _slice(d, idx, support))
         prob = cp.Problem(cp.Maximize(expr), [cp.sum(q) == 1])

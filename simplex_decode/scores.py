@@ -12,7 +12,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from ._core import check_range, pytree_dataclass, require, set_field
+from ._core import check_range, per_row, pytree_dataclass, require, set_field
 
 __all__ = ["ScoreTransform", "Temperature", "LogitBias"]
 
@@ -26,12 +26,6 @@ class ScoreTransform:
     def greedy_rows(self, batch_shape):
         """Rows this transform turns into argmax decoding (None: none)."""
         return None
-
-
-def _row_param(x, scores):
-    """Broadcast a per-row parameter (shape () or the batch shape) against (..., V)."""
-    x = jnp.asarray(x)
-    return x[..., None] if x.ndim else x
 
 
 @pytree_dataclass
@@ -48,12 +42,12 @@ class Temperature(ScoreTransform):
         set_field(self, "t", check_range("Temperature", "temperature", self.t, lo=0.0))
 
     def __call__(self, scores, ctx):
-        t = _row_param(self.t, scores)
+        t = per_row(self.t, scores.shape[:-1])
         inv = jnp.where(t > 0, 1.0 / jnp.where(t > 0, t, 1.0), 1.0)
         return scores * inv.astype(scores.dtype)
 
     def greedy_rows(self, batch_shape):
-        return jnp.broadcast_to(jnp.asarray(self.t) == 0, batch_shape)
+        return per_row(self.t, batch_shape)[..., 0] == 0
 
 
 @pytree_dataclass

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._core import check_range, is_concrete, pytree_dataclass, require, set_field, static_field
+from ._core import check_range, is_concrete, per_row, pytree_dataclass, require, set_field, static_field
 
 __all__ = ["SupportRule", "Full", "TopK", "TopP", "MinP", "Mask", "bisect_smallest_true"]
 
@@ -34,8 +33,7 @@ class SupportRule:
 
 def _row(x, like):
     """Per-row parameter broadcast to ``like``'s batch shape plus a trailing axis."""
-    x = jnp.asarray(x)
-    return jnp.broadcast_to(x, like.shape[:-1])[..., None]
+    return per_row(x, like.shape[:-1])
 
 
 def _masked_exp(x, mask):
@@ -194,7 +192,7 @@ class Mask(SupportRule):
         set_field(self, "allowed", a)
 
     @classmethod
-    def from_ids(cls, vocab_size: int, *, allow=None, deny=None) -> "Mask":
+    def from_ids(cls, vocab_size: int, *, allow=None, deny=None) -> Mask:
         """Allow only ``allow`` (all tokens if None), then remove ``deny``."""
         check_range("Mask", "vocab_size", vocab_size, lo=1, integer=True)
         a = np.zeros(vocab_size, bool) if allow is not None else np.ones(vocab_size, bool)

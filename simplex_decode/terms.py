@@ -21,15 +21,14 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from ._core import check_range, pytree_dataclass, require, set_field, static_field
+from ._core import check_range, per_row, pytree_dataclass, require, set_field, static_field
 
 __all__ = ["Term", "Entropy", "SquaredL2", "Tsallis", "KL", "Coverage"]
 
 
 def _w(x, like):
     """A per-row scalar parameter broadcast against ``(..., V)``."""
-    x = jnp.asarray(x)
-    return jnp.broadcast_to(x, like.shape[:-1])[..., None]
+    return per_row(x, like.shape[:-1])
 
 
 def _xlogx(q):
@@ -127,7 +126,7 @@ class Tsallis(Term):
         return (1.0 - a * q ** (a - 1.0)) / (a * (a - 1.0))
 
     def reference_data(self, ctx):
-        return {"alpha": jnp.broadcast_to(self.alpha, ctx.logits.shape[:-1])}
+        return {"alpha": per_row(self.alpha, ctx.logits.shape[:-1])[..., 0]}
 
     def cvxpy(self, q, data):
         import cvxpy as cp

@@ -52,7 +52,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -216,9 +217,14 @@ def init_cache(
 
 
 def init_random_params(
-    config: LlamaConfig, key: jax.Array, dtype: Any = jnp.float32, scale: float = 0.02
+    config: LlamaConfig, key: jax.Array, dtype: Any = jnp.float32, scale: float | None = None
 ) -> Params:
     """Random parameters with the layout :func:`forward` expects (for tests).
+
+    Matrices are drawn from ``N(0, scale**2)`` with ``scale`` defaulting to
+    ``1/sqrt(fan_in)`` per matrix, embeddings from ``N(0, 1/hidden_size)``, and
+    norm weights from ``1 + N(0, 0.1**2)``, so every block contributes O(1) to
+    the output (a bug anywhere shows up in the logits).
 
     Layout (``L`` layers, ``D`` hidden, ``F`` intermediate, ``H``/``K`` query/kv
     heads of width ``hd``; matrices are ``(in, out)`` so ``y = x @ W``)::
@@ -226,7 +232,7 @@ def init_random_params(
         embed       (V, D)
         final_norm  (D,)
         lm_head     (D, V)            only if not config.tie_word_embeddings
-        rope_freqs  (hd // 2,)        optional, per-frequency divisors
+        rope_freqs  (hd // 2,)        optional, per-frequency divisors (not created here)
         layers:
           attn_norm (L, D)     wq (L, D, H*hd)   wk (L, D, K*hd)  wv (L, D, K*hd)
           wo        (L, H*hd, D)
@@ -251,20 +257,23 @@ def init_random_params(
         "w_down": (L, F, D),
     }
     keys = jax.random.split(key, len(shapes) + 4)
+
+    def normal(k, shape, std):
+        return (std * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
+
     layers = {
-        name: (scale * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
-        for k, (name, shape) in zip(keys, shapes.items())
+        name: normal(k, shape, scale if scale is not None else 1.0 / np.sqrt(shape[-2]))
+        for k, (name, shape) in zip(keys, shapes.items(), strict=False)
     }
-    # Norm weights around 1 but not exactly 1, so tests exercise them.
-    layers["attn_norm"] = (1.0 + 0.1 * jax.random.normal(keys[-4], (L, D))).astype(dtype)
-    layers["mlp_norm"] = (1.0 + 0.1 * jax.random.normal(keys[-3], (L, D))).astype(dtype)
+    layers["attn_norm"] = (1.0 + normal(keys[-4], (L, D), 0.1)).astype(dtype)
+    layers["mlp_norm"] = (1.0 + normal(keys[-3], (L, D), 0.1)).astype(dtype)
     params: Params = {
-        "embed": jax.random.normal(keys[-2], (c.vocab_size, D), jnp.float32).astype(dtype),
+        "embed": normal(keys[-2], (c.vocab_size, D), 1.0 / np.sqrt(D)),
         "final_norm": jnp.ones((D,), dtype),
         "layers": layers,
     }
     if not c.tie_word_embeddings:
-        params["lm_head"] = (scale * jax.random.normal(keys[-1], (D, c.vocab_size))).astype(dtype)
+        params["lm_head"] = normal(keys[-1], (D, c.vocab_size), scale if scale is not None else 1.0 / np.sqrt(D))
     return params
 
 

@@ -70,7 +70,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, map(chr, cs)))
+    return dict(zip(bs, map(chr, cs), strict=False))
 
 
 def _require_tokenizers():
@@ -217,7 +217,7 @@ class GGUFTokenizer:
     # ------------------------------------------------------------------ #
 
     @classmethod
-    def from_gguf(cls, source: Any) -> "GGUFTokenizer":
+    def from_gguf(cls, source: Any) -> GGUFTokenizer:
         """Build the tokenizer from a GGUF path or an open ``gguf.GGUFReader``.
 
         Raises:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .._core import per_row
 from ..terms import KL, Entropy, SquaredL2, Tsallis
 
 __all__ = ["closed_form_kind", "solve_closed_form", "argmax_onehot", "sparsemax", "entmax"]
@@ -47,8 +48,7 @@ def argmax_onehot(s, mask):
 
 
 def _per_row(x, like):
-    x = jnp.asarray(x, like.dtype)
-    return jnp.broadcast_to(x, like.shape[:-1])[..., None]
+    return per_row(x, like.shape[:-1], like.dtype)
 
 
 def _masked_softmax(z, mask):
