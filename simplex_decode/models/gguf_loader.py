@@ -101,9 +101,7 @@ def load_gguf_config(reader: Any) -> LlamaConfig:
     """
     arch = _field(reader, "general.architecture")
     if arch != "llama":
-        raise ValueError(
-            f"GGUF architecture {arch!r} is not supported; only 'llama' is implemented"
-        )
+        raise ValueError(f"GGUF architecture {arch!r} is not supported; only 'llama' is implemented")
     p = arch + "."
     hidden = int(_required(reader, p + "embedding_length"))
     n_heads = int(_required(reader, p + "attention.head_count"))
@@ -132,9 +130,7 @@ def load_gguf_config(reader: Any) -> LlamaConfig:
     if scaling_type in (None, "none") or scaling_factor == 1.0:
         scaling_type, scaling_factor = None, 1.0
     elif scaling_type != "linear":
-        raise NotImplementedError(
-            f"RoPE scaling type {scaling_type!r} is not supported (only 'linear')"
-        )
+        raise NotImplementedError(f"RoPE scaling type {scaling_type!r} is not supported (only 'linear')")
 
     tensor_names = {t.name for t in reader.tensors}
     return LlamaConfig(
@@ -266,7 +262,6 @@ def load_gguf(
     tokenizer = GGUFTokenizer.from_gguf(reader)
     if tokenizer.vocab_size > c.vocab_size:
         raise ValueError(
-            f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is only "
-            f"{c.vocab_size}"
+            f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is only {c.vocab_size}"
         )
     return config, params, tokenizer

@@ -149,13 +149,10 @@ class LlamaConfig:
             raise ValueError(f"LlamaConfig.head_dim must be a positive even int, got {self.head_dim}")
         if self.rope_scaling_type not in (None, "linear"):
             raise ValueError(
-                f"LlamaConfig.rope_scaling_type must be None or 'linear', got "
-                f"{self.rope_scaling_type!r}"
+                f"LlamaConfig.rope_scaling_type must be None or 'linear', got {self.rope_scaling_type!r}"
             )
         if self.rope_scaling_factor <= 0:
-            raise ValueError(
-                f"LlamaConfig.rope_scaling_factor must be > 0, got {self.rope_scaling_factor}"
-            )
+            raise ValueError(f"LlamaConfig.rope_scaling_factor must be > 0, got {self.rope_scaling_factor}")
 
     @property
     def q_per_kv(self) -> int:
@@ -192,9 +189,7 @@ class KVCache(NamedTuple):
 StepFn = Callable[[Params, jax.Array, KVCache, jax.Array], tuple[jax.Array, KVCache]]
 
 
-def init_cache(
-    config: LlamaConfig, batch: int, max_len: int, dtype: Any = jnp.float32
-) -> KVCache:
+def init_cache(config: LlamaConfig, batch: int, max_len: int, dtype: Any = jnp.float32) -> KVCache:
     """Create an empty :class:`KVCache` for ``batch`` rows of ``max_len`` positions.
 
     Example::
@@ -273,7 +268,9 @@ def init_random_params(
         "layers": layers,
     }
     if not c.tie_word_embeddings:
-        params["lm_head"] = normal(keys[-1], (D, c.vocab_size), scale if scale is not None else 1.0 / np.sqrt(D))
+        params["lm_head"] = normal(
+            keys[-1], (D, c.vocab_size), scale if scale is not None else 1.0 / np.sqrt(D)
+        )
     return params
 
 
@@ -311,9 +308,7 @@ def _rope_cos_sin(
 ) -> tuple[jax.Array, jax.Array]:
     """cos/sin tables ``(B, T, head_dim)`` for HF-style (rotate_half) RoPE."""
     hd = config.head_dim
-    inv_freq = 1.0 / (
-        config.rope_theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / jnp.float32(hd))
-    )
+    inv_freq = 1.0 / (config.rope_theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / jnp.float32(hd)))
     if rope_freqs is not None:
         inv_freq = inv_freq / rope_freqs.astype(jnp.float32)
     if config.rope_scaling_type == "linear":
@@ -397,9 +392,7 @@ def _check_host_positions(positions: Any, max_len: int) -> None:
             f"max_len={max_len}; create the cache with a larger max_len"
         )
     if arr.min() < PAD_POSITION:
-        raise ValueError(
-            f"positions must be >= 0, or -1 for padding; got {int(arr.min())}"
-        )
+        raise ValueError(f"positions must be >= 0, or -1 for padding; got {int(arr.min())}")
 
 
 # --------------------------------------------------------------------------- #
@@ -524,7 +517,6 @@ def make_step(config: LlamaConfig, *, jit: bool = True, donate_cache: bool = Fal
         return fn(params, tokens, cache, positions)
 
     step.__doc__ = (
-        "step(params, tokens, cache, positions) -> (logits, cache); see "
-        "simplex_decode.models.llama.forward."
+        "step(params, tokens, cache, positions) -> (logits, cache); see simplex_decode.models.llama.forward."
     )
     return step

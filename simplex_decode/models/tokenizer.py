@@ -78,8 +78,7 @@ def _require_tokenizers():
         import tokenizers
     except ImportError as e:  # pragma: no cover - depends on environment
         raise ImportError(
-            "simplex_decode.models.tokenizer needs the `tokenizers` package: "
-            "pip install tokenizers"
+            "simplex_decode.models.tokenizer needs the `tokenizers` package: pip install tokenizers"
         ) from e
     return tokenizers
 
@@ -132,9 +131,7 @@ class GGUFTokenizer:
         if not tokens:
             raise ValueError("GGUFTokenizer: the vocabulary (tokens) is empty")
         if token_types is not None and len(token_types) != len(tokens):
-            raise ValueError(
-                f"GGUFTokenizer: {len(token_types)} token_types for {len(tokens)} tokens"
-            )
+            raise ValueError(f"GGUFTokenizer: {len(token_types)} token_types for {len(tokens)} tokens")
         n = len(tokens)
         for name, value in (
             ("bos_token_id", bos_token_id),
@@ -197,9 +194,7 @@ class GGUFTokenizer:
                 self._tk.add_special_tokens(special)
             if user:
                 self._tk.add_tokens(user)
-            self._special_ids = frozenset(
-                i for i, t in enumerate(token_types) if t == TOKEN_TYPE_CONTROL
-            )
+            self._special_ids = frozenset(i for i, t in enumerate(token_types) if t == TOKEN_TYPE_CONTROL)
         else:
             self._special_ids = frozenset()
 
@@ -335,9 +330,7 @@ class GGUFTokenizer:
                 from jinja2.ext import loopcontrols
                 from jinja2.sandbox import ImmutableSandboxedEnvironment
             except ImportError as e:  # pragma: no cover - depends on environment
-                raise ImportError(
-                    "apply_chat_template needs the `jinja2` package: pip install jinja2"
-                ) from e
+                raise ImportError("apply_chat_template needs the `jinja2` package: pip install jinja2") from e
             import json
 
             def raise_exception(message):
@@ -383,9 +376,7 @@ class GGUFTokenizer:
             raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
         for i, m in enumerate(messages):
             if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
-                raise ValueError(
-                    f"messages[{i}] must be a mapping with 'role' and 'content' keys, got {m!r}"
-                )
+                raise ValueError(f"messages[{i}] must be a mapping with 'role' and 'content' keys, got {m!r}")
         return self._template().render(
             messages=[dict(m) for m in messages],
             add_generation_prompt=add_generation_prompt,
