@@ -169,9 +169,10 @@ class Status:
 def status_error_message(status: np.ndarray) -> str | None:
     """Human-readable error naming the first bad rows, or None when all rows are fine."""
     status = np.asarray(status)
-    bad = np.argwhere(status != Status.OK)
-    if bad.size == 0:
+    if not np.any(status != Status.OK):
         return None
+    if status.ndim == 0:
+        return f"invalid logits: {Status.MESSAGES[int(status)]}"
     lines = []
     for code in np.unique(status[status != Status.OK]):
         rows = [tuple(int(i) for i in r) for r in np.argwhere(status == code)[:5]]

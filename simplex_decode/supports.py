@@ -139,20 +139,25 @@ class TopP(SupportRule):
         set_field(self, "p", check_range("TopP", "p", self.p, lo=0.0, hi=1.0, lo_open=True))
 
     def __call__(self, scores, mask, ctx):
+        # Work with tail masses (as transformers' ascending cumsum does): a token of
+        # probability v is kept iff the mass of tokens ranked at or after it exceeds
+        # (1 − p); summing the small entries keeps float32 exact enough near p = 1.
         e = _masked_exp(_from(self, scores, ctx), mask)
         z = jnp.sum(e, axis=-1, keepdims=True)
-        target = _row(self.p, e).astype(e.dtype) * z
+        tail = (1.0 - _row(self.p, e).astype(e.dtype)) * z
 
-        def mass_above_lt_target(thr):
-            return jnp.sum(jnp.where(e > thr, e, 0.0), axis=-1, keepdims=True) < target
+        def tail_mass_exceeds(thr):
+            return jnp.sum(jnp.where(e <= thr, e, 0.0), axis=-1, keepdims=True) > tail
 
-        x_star = bisect_smallest_true(mass_above_lt_target, 1.0, e.dtype, e.shape[:-1])
+        x_star = bisect_smallest_true(tail_mass_exceeds, 1.0, e.dtype, e.shape[:-1])
         t = jnp.min(jnp.where(e >= x_star, e, jnp.inf), axis=-1, keepdims=True)
-        above = e > t
-        m_above = jnp.sum(jnp.where(above, e, 0.0), axis=-1, keepdims=True)
+        below = jnp.sum(jnp.where(e < t, e, 0.0), axis=-1, keepdims=True)
         tie = (e == t) & mask
         rank0 = jnp.cumsum(tie, axis=-1, dtype=jnp.int32) - 1
-        return mask & (above | (tie & (m_above + rank0.astype(e.dtype) * t < target)))
+        n_tie = jnp.sum(tie, axis=-1, keepdims=True, dtype=jnp.int32)
+        # Ties are ranked lowest id first, i.e. last in ascending order.
+        tie_kept = below + (n_tie - rank0).astype(e.dtype) * t > tail
+        return mask & ((e > t) | (tie & tie_kept))
 
 
 @pytree_dataclass

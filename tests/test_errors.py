@@ -1,0 +1,115 @@
+"""Bad input: a ValueError naming the parameter and its range; bad values under jit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import simplex_decode as sd
+
+V = 10
+LOGITS = np.linspace(-2, 2, V, dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (lambda: sd.top_k(0), r"`k` must be an integer in \[1, inf\).*got 0"),
+        (lambda: sd.top_k(2.5), r"`k` must be an integer"),
+        (lambda: sd.top_p(0.0), r"`p` must be in \(0.0, 1.0\].*got 0.0"),
+        (lambda: sd.top_p(1.2), r"`p` must be in \(0.0, 1.0\]"),
+        (lambda: sd.top_p(np.array([0.5, 1.5])), r"`p` must be in \(0.0, 1.0\].*1.5"),
+        (lambda: sd.min_p(-0.1), r"`min_p` must be in \[0.0, 1.0\]"),
+        (lambda: sd.min_p(1.1), r"`min_p` must be in \[0.0, 1.0\]"),
+        (lambda: sd.temperature(-1.0), r"`temperature` must be in \[0.0, inf\)"),
+        (lambda: sd.temperature(float("nan")), r"`temperature` must be in"),
+        (lambda: sd.top_p(0.9, temperature=-0.5), r"`temperature`"),
+        (lambda: sd.entmax(1.0), r"`alpha` must be in \(1.0, inf\)"),
+        (lambda: sd.entmax(0.5), r"`alpha`"),
+        (lambda: sd.kl_anchored(-0.1), r"KL: `weight` must be in \[0.0, inf\)"),
+        (lambda: sd.Entropy(-1.0), r"Entropy: `weight`"),
+        (lambda: sd.SquaredL2(-1.0), r"SquaredL2: `weight`"),
+        (lambda: sd.Coverage(k=0), r"Coverage: `k`"),
+        (lambda: sd.Coverage(k=2, weights=-np.ones(3)), r"Coverage: `weights` must be finite and >= 0"),
+        (lambda: sd.Coverage(k=2, weights="uniform"), r"Coverage: `weights` must be"),
+        (lambda: sd.KL(1.0, reference=np.array([0.5, 0.6])), r"KL: `reference` must sum to 1"),
+        (lambda: sd.Mask(np.ones(3)), r"Mask: `allowed` must be a boolean array"),
+        (lambda: sd.Mask.from_ids(5, deny=[7]), r"Mask: `deny` token ids must be in \[0, 4\]"),
+        (lambda: sd.Objective(terms=sd.TopK(3)), r"`terms` must be a Term"),
+        (lambda: sd.Decoder(sd.Objective(), solver="newton"), r"solver: must be one of"),
+    ],
+)
+def test_static_parameters_are_validated(make, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make()
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match=r"`k` must be in \[1, V=10\], got 11"):
+        sd.top_k(11).probs(LOGITS)
+    with pytest.raises(ValueError, match=r"logits: must have shape"):
+        sd.temperature().probs(jnp.float32(1.0))
+    with pytest.raises(ValueError, match=r"does not broadcast to the batch shape"):
+        sd.temperature(np.ones(3, np.float32)).probs(np.zeros((2, V), np.float32))
+    with pytest.raises(ValueError, match=r"LogitBias: `bias` must have V=10"):
+        sd.Decoder(sd.Objective(terms=sd.Entropy(), transforms=sd.LogitBias(np.zeros(4)))).probs(LOGITS)
+    with pytest.raises(ValueError, match=r"Mask: `allowed` must have V=10"):
+        sd.Decoder(sd.Objective(terms=sd.Entropy(), support=sd.Mask(np.ones(4, bool)))).probs(LOGITS)
+    with pytest.raises(ValueError, match=r"key: must be a single key or one key per row"):
+        sd.temperature().sample(jax.random.split(jax.random.key(0), 3), np.zeros((2, V), np.float32))
+    with pytest.raises(ValueError, match=r"num_samples: must be None or an integer >= 1"):
+        sd.temperature().sample(jax.random.key(0), LOGITS, num_samples=0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nonfinite_logits_raise_eagerly(bad):
+    x = np.stack([LOGITS, LOGITS])
+    x[1, 3] = bad
+    with pytest.raises(ValueError, match=r"rows \[1\]: logits contain NaN or \+inf"):
+        sd.top_p(0.9).probs(x)
+    with pytest.raises(ValueError, match=r"NaN or \+inf"):
+        sd.temperature().sample(jax.random.key(0), x)
+
+
+def test_empty_support_raises():
+    x = np.full((2, V), -np.inf, np.float32)
+    x[0] = LOGITS
+    with pytest.raises(ValueError, match=r"rows \[1\]: no token is allowed"):
+        sd.temperature().probs(x)
+    deny_all = sd.Objective(terms=sd.Entropy(), support=sd.Mask(np.zeros(V, bool)))
+    with pytest.raises(ValueError, match=r"no token is allowed"):
+        sd.Decoder(deny_all).probs(LOGITS)
+
+
+def test_under_jit_bad_rows_are_zero_and_minus_one_never_nan():
+    x = np.stack([LOGITS, LOGITS, LOGITS])
+    x[1, 2] = np.nan
+    x[2] = -np.inf
+    dec = sd.top_p(0.9, temperature=0.7)
+    q = np.asarray(jax.jit(dec.probs)(x))
+    assert np.all(np.isfinite(q))
+    np.testing.assert_allclose(q[0].sum(), 1.0, atol=1e-6)
+    assert np.all(q[1:] == 0)
+    ids = np.asarray(jax.jit(lambda k, x: dec.sample(k, x, num_samples=2))(jax.random.key(0), x))
+    assert np.all(ids[1:] == -1) and np.all(ids[0] >= 0)
+    sol = jax.jit(dec.solve)(x)
+    np.testing.assert_array_equal(np.asarray(sol.status), [sd.Status.OK, sd.Status.NONFINITE_LOGITS, sd.Status.EMPTY_SUPPORT])
+
+
+def test_checked_raises_under_jit():
+    x = np.stack([LOGITS, LOGITS])
+    x[1, 2] = np.inf
+    f = sd.checked(jax.jit(lambda x: sd.temperature(0.5).probs(x)))
+    with pytest.raises(Exception, match=r"invalid logits: row 1 .* status 1"):
+        f(x)
+    np.testing.assert_allclose(np.asarray(f(np.stack([LOGITS, LOGITS]))).sum(-1), 1.0, atol=1e-6)
+
+
+def test_checked_catches_traced_parameter_out_of_range():
+    @jax.jit
+    def run(p, x):
+        return sd.top_p(p).probs(x)
+
+    assert np.all(np.isfinite(np.asarray(run(jnp.float32(1.5), LOGITS))))  # unchecked: no error
+    with pytest.raises(Exception, match=r"TopP: `p` must be in \(0.0, 1.0\]"):
+        sd.checked(run)(jnp.float32(1.5), LOGITS)
