@@ -13,6 +13,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from ._select import argmax
+
 __all__ = ["row_keys", "sample_from_probs"]
 
 _METHODS = ("auto", "inverse_cdf", "gumbel")
@@ -45,18 +47,36 @@ def row_keys(key, batch_shape):
     return keys.reshape(tuple(batch_shape) + keys.shape[1:])
 
 
+_BLOCK = 512
+
+
 def _inverse_cdf_row(key, q, k):
-    cdf = jnp.cumsum(q)
+    """Inverse-CDF draws with a two-level prefix sum: block sums (one pass over q),
+    a prefix sum over the blocks, then a prefix sum inside the chosen block only.
+    A full-length cumsum is several passes on CPU; this is one."""
+    V = q.shape[-1]
+    nb = -(-V // _BLOCK)
+    qp = jnp.pad(q, (0, nb * _BLOCK - V)).reshape(nb, _BLOCK)
+    bsum = jnp.sum(qp, axis=-1)
+    cb = jnp.cumsum(bsum)
+    total = cb[-1]
     u = jax.random.uniform(key, (k,), dtype=q.dtype)
-    idx = jnp.searchsorted(cdf, u * cdf[-1], side="right")
-    last = q.shape[-1] - 1 - jnp.argmax(q[::-1] > 0)  # guard u·total rounding up to total
-    return jnp.minimum(idx, last).astype(jnp.int32)
+    x = jnp.minimum(u * total, jnp.nextafter(total, jnp.zeros_like(total)))
+    b = jnp.minimum(jnp.searchsorted(cb, x, side="right"), nb - 1)
+    rem = x - (cb[b] - bsum[b])
+    rows = qp[b]  # (k, BLOCK)
+    within = jnp.cumsum(rows, axis=-1)
+    j = jax.vmap(lambda w, r: jnp.searchsorted(w, r, side="right"))(within, rem)
+    # rounding can push rem past the block's own sum: fall back to its last positive entry
+    last = _BLOCK - 1 - argmax(rows[:, ::-1] > 0)
+    j = jnp.minimum(j, last)
+    return (b * _BLOCK + j).astype(jnp.int32)
 
 
 def _gumbel_row(key, q, k):
     logq = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)), -jnp.inf)
     g = jax.random.gumbel(key, (k, q.shape[-1]), dtype=q.dtype)
-    return jnp.argmax(logq + g, axis=-1).astype(jnp.int32)
+    return argmax(logq + g)
 
 
 def sample_from_probs(key, q, *, num_samples=None, method="auto", valid=None):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._core import per_row
+from .._select import argmax
 from ..terms import KL, Entropy, SquaredL2, Tsallis
 
 __all__ = ["closed_form_kind", "solve_closed_form", "argmax_onehot", "sparsemax", "entmax"]
@@ -43,7 +44,7 @@ def closed_form_kind(terms) -> str | None:
 
 def argmax_onehot(s, mask):
     """One-hot argmax of ``s`` over the mask; ties go to the lowest index."""
-    idx = jnp.argmax(jnp.where(mask, s, -jnp.inf), axis=-1)
+    idx = argmax(jnp.where(mask, s, -jnp.inf))
     return jax.nn.one_hot(idx, s.shape[-1], dtype=s.dtype)
 
 
