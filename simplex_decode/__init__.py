@@ -17,10 +17,24 @@ from .decoders import (
     top_k,
     top_p,
 )
+from .generate import GenerateResult, generate
 from .objective import Context, Objective, Problem
 from .sampling import sample_from_probs
 from .scores import LogitBias, ScoreTransform, Temperature
 from .solvers import Auto, ClosedForm, Solution, Solver
+from .strategies import (
+    BeamSearchResult,
+    BestOfNResult,
+    CoTResult,
+    SelfConsistencyResult,
+    beam_search,
+    best_of_n,
+    cot_decode,
+    lookahead,
+    majority_vote,
+    pass_at_k,
+    self_consistency,
+)
 from .supports import Full, Mask, MinP, SupportRule, TopK, TopP
 from .terms import KL, Coverage, Entropy, SquaredL2, Term, Tsallis
 
@@ -61,4 +75,20 @@ __all__ = [
     "temperature",
     "top_k",
     "top_p",
+]
+
+__all__ += [
+    "BeamSearchResult",
+    "BestOfNResult",
+    "CoTResult",
+    "GenerateResult",
+    "SelfConsistencyResult",
+    "beam_search",
+    "best_of_n",
+    "cot_decode",
+    "generate",
+    "lookahead",
+    "majority_vote",
+    "pass_at_k",
+    "self_consistency",
 ]
