@@ -5,19 +5,40 @@ and then samples from ``q*``. See the README for the table of decoders.
 """
 
 from ._core import Status
+from .adaptive import EDT, DynamicTemperature, EntropixTemperature, entropy_stats
 from .decoders import (
     Decoder,
+    chain,
     checked,
+    dynamic_temperature,
+    edt,
     entmax,
+    entropix,
+    epsilon,
+    eta,
     greedy,
     kl_anchored,
     min_p,
     sparsemax,
     temperature,
+    top_a,
+    top_h,
     top_k,
+    top_n_sigma,
     top_p,
+    typical,
 )
 from .generate import GenerateResult, generate
+from .history import (
+    AllowTokens,
+    BanTokens,
+    FrequencyPenalty,
+    MinNewTokens,
+    NoRepeatNGram,
+    PresencePenalty,
+    RepetitionPenalty,
+    token_counts,
+)
 from .objective import Context, Objective, Problem
 from .sampling import sample_from_probs
 from .scores import LogitBias, ScoreTransform, Temperature
@@ -35,7 +56,7 @@ from .strategies import (
     pass_at_k,
     self_consistency,
 )
-from .supports import Full, Mask, MinP, SupportRule, TopK, TopP
+from .supports import Epsilon, Eta, Full, Mask, MinP, SupportRule, TopA, TopH, TopK, TopNSigma, TopP, Typical
 from .terms import KL, Coverage, Entropy, SquaredL2, Term, Tsallis
 
 __version__ = "0.1.0"
@@ -91,4 +112,35 @@ __all__ += [
     "majority_vote",
     "pass_at_k",
     "self_consistency",
+]
+
+__all__ += [
+    "EDT",
+    "AllowTokens",
+    "BanTokens",
+    "DynamicTemperature",
+    "EntropixTemperature",
+    "Epsilon",
+    "Eta",
+    "FrequencyPenalty",
+    "MinNewTokens",
+    "NoRepeatNGram",
+    "PresencePenalty",
+    "RepetitionPenalty",
+    "TopA",
+    "TopH",
+    "TopNSigma",
+    "Typical",
+    "chain",
+    "dynamic_temperature",
+    "edt",
+    "entropix",
+    "entropy_stats",
+    "epsilon",
+    "eta",
+    "token_counts",
+    "top_a",
+    "top_h",
+    "top_n_sigma",
+    "typical",
 ]

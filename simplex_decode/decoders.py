@@ -13,12 +13,22 @@ import jax.numpy as jnp
 from jax.experimental import checkify
 
 from ._core import Status, is_concrete, pytree_dataclass, set_field, status_error_message
+from .adaptive import EDT, DynamicTemperature, EntropixTemperature, _AdaptiveTemperature
+from .history import (
+    AllowTokens,
+    BanTokens,
+    FrequencyPenalty,
+    MinNewTokens,
+    NoRepeatNGram,
+    PresencePenalty,
+    RepetitionPenalty,
+)
 from .objective import Objective
 from .sampling import sample_from_probs
-from .scores import Temperature
+from .scores import LogitBias, ScoreTransform, Temperature
 from .solvers.base import Auto, ClosedForm, Solution, Solver
-from .supports import MinP, TopK, TopP
-from .terms import KL, Entropy, SquaredL2, Tsallis
+from .supports import Epsilon, Eta, Mask, MinP, SupportRule, TopA, TopH, TopK, TopNSigma, TopP, Typical
+from .terms import KL, Entropy, SquaredL2, Term, Tsallis
 
 __all__ = [
     "Decoder",
@@ -183,3 +193,169 @@ def kl_anchored(lam, reference=None, temperature=1.0) -> Decoder:
     ``p`` defaults to the model's own ``softmax(logits)``; ``lam = 0`` is greedy over ``s``.
     """
     return Decoder(Objective(terms=KL(lam, reference), transforms=_tempered(temperature)))
+
+
+# --- The decoder catalogue: truncation rules, adaptive temperature, composition ---
+
+
+def typical(p, temperature=1.0, *, from_model=False) -> Decoder:
+    """Locally typical sampling: softmax of ``logits/temperature`` on the typical set of mass ``p``
+    (:class:`~simplex_decode.supports.Typical`, transformers' ``typical_p``)."""
+    return Decoder(Objective(terms=Entropy(), support=Typical(p, from_model=from_model), transforms=_tempered(temperature)))
+
+
+def epsilon(eps, temperature=1.0, *, from_model=False) -> Decoder:
+    """ε-sampling: softmax of ``logits/temperature`` on tokens with ``prob ≥ eps`` (transformers' ``epsilon_cutoff``)."""
+    return Decoder(Objective(terms=Entropy(), support=Epsilon(eps, from_model=from_model), transforms=_tempered(temperature)))
+
+
+def eta(eps, temperature=1.0, *, from_model=False) -> Decoder:
+    """η-sampling: softmax on tokens with ``prob ≥ min(eps, √eps·e^{−H})`` (transformers' ``eta_cutoff``)."""
+    return Decoder(Objective(terms=Entropy(), support=Eta(eps, from_model=from_model), transforms=_tempered(temperature)))
+
+
+def top_n_sigma(n, temperature=1.0, *, from_model=False) -> Decoder:
+    """Top-nσ: softmax of ``logits/temperature`` on tokens with score ``≥ max − n·σ`` (temperature-invariant)."""
+    return Decoder(Objective(terms=Entropy(), support=TopNSigma(n, from_model=from_model), transforms=_tempered(temperature)))
+
+
+def top_h(h, temperature=1.0, *, top_n=100, from_model=False) -> Decoder:
+    """Top-H: softmax on the longest prefix (by score, among the best ``top_n``) whose cumulative
+    entropy stays ``≤ h·H`` (transformers' ``top_h``)."""
+    rule = TopH(h, top_n=top_n, from_model=from_model)
+    return Decoder(Objective(terms=Entropy(), support=rule, transforms=_tempered(temperature)))
+
+
+def top_a(a, temperature=1.0, *, from_model=False) -> Decoder:
+    """Top-a: softmax of ``logits/temperature`` on tokens with ``prob ≥ a·(max prob)²``."""
+    return Decoder(Objective(terms=Entropy(), support=TopA(a, from_model=from_model), transforms=_tempered(temperature)))
+
+
+def edt(t0=1.0, theta=1.0, n=0.8) -> Decoder:
+    """Entropy-based dynamic temperature: ``softmax(logits / T)``, ``T = t0·n^{theta/H}``."""
+    return Decoder(Objective(terms=Entropy(), transforms=EDT(t0, theta, n)))
+
+
+def dynamic_temperature(t_min=0.0, t_max=2.0, exponent=1.0) -> Decoder:
+    """llama.cpp's dynatemp: ``softmax(logits / T)``, ``T = t_min + (t_max − t_min)(H/log n)^exponent``."""
+    return Decoder(Objective(terms=Entropy(), transforms=DynamicTemperature(t_min, t_max, exponent)))
+
+
+def entropix(**params) -> Decoder:
+    """``softmax(logits / T)`` with the entropy/varentropy-gated ``T`` of
+    :class:`~simplex_decode.adaptive.EntropixTemperature` (greedy when both are low)."""
+    return Decoder(Objective(terms=Entropy(), transforms=EntropixTemperature(**params)))
+
+
+# Default orders of ``chain``: the score transforms run first (processors, then the
+# temperatures), then the support rules, each group sorted by the position of its class
+# here (stable: equal classes keep their given order; unlisted classes go after the listed
+# ones of their group, in their given order).
+_TEMPERATURES = (Temperature, _AdaptiveTemperature)
+CHAIN_ORDERS: dict[str, dict[str, tuple]] = {
+    # transformers' generate(): processors, then temperature → top-h → top-k → top-p →
+    # min-p → typical → ε → η (top-nσ, from llama.cpp, first; top-a last).
+    "transformers": {
+        "transforms": (LogitBias, RepetitionPenalty, FrequencyPenalty, PresencePenalty, NoRepeatNGram,
+                       BanTokens, MinNewTokens, AllowTokens),
+        "support": (Mask, TopNSigma, TopH, TopK, TopP, MinP, Typical, Epsilon, Eta, TopA),
+    },
+    # vLLM's sampler: allowed / bad words → min tokens → logit bias → penalties →
+    # temperature → min-p → top-k / top-p.
+    "vllm": {
+        "transforms": (AllowTokens, BanTokens, MinNewTokens, LogitBias, RepetitionPenalty, FrequencyPenalty,
+                       PresencePenalty, NoRepeatNGram),
+        "support": (Mask, TopNSigma, MinP, TopK, TopP, TopH, Typical, Epsilon, Eta, TopA),
+    },
+}
+
+
+def _rank(obj, classes, temperatures_last):
+    if temperatures_last and isinstance(obj, _TEMPERATURES):
+        return len(classes) + 1
+    for i, cls in enumerate(classes):
+        if isinstance(obj, cls):
+            return i
+    return len(classes)
+
+
+def chain(*components, solver=None, order="transformers") -> Decoder:
+    """One line for any combination: sorts components into an Objective and returns a Decoder.
+
+    ``components`` are score transforms, terms, support rules (or lists of them) and at
+    most one *base* preset (a :class:`Decoder` or :class:`Objective`) whose parts are
+    merged with them. Without a base and without any term, the term is ``Entropy()``
+    (sample from the softmax of the scores, as every sampler chain does); an explicit
+    term or a base states the problem instead.
+
+    ``order``: ``"transformers"`` (default) or ``"vllm"`` sort the transforms (processors
+    before temperatures) and the support rules into that library's order (see
+    ``CHAIN_ORDERS``); ``"given"`` keeps the order of the arguments. ``solver``: as for
+    :class:`Decoder`; None takes the base's solver (else ``"auto"``).
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> dec = sd.chain(sd.MinP(0.05), sd.TopP(0.9), sd.TopK(50), sd.Temperature(0.7),
+      ...                sd.RepetitionPenalty(1.2))
+      >>> [type(r).__name__ for r in dec.objective.support]
+      ['TopK', 'TopP', 'MinP']
+      >>> q = sd.chain(sd.typical(0.9), sd.NoRepeatNGram(3)).probs(
+      ...     jnp.zeros(8), history=jnp.array([1, 2, 3, 1, 2]))
+      >>> float(q[3])
+      0.0
+    """
+    if order not in CHAIN_ORDERS and order != "given":
+        raise ValueError(f"chain: `order` must be one of {sorted(CHAIN_ORDERS) + ['given']}, got {order!r}")
+    transforms, terms, rules, bases = [], [], [], []
+
+    def add(c):
+        if isinstance(c, (list, tuple)):
+            for x in c:
+                add(x)
+        elif isinstance(c, (Decoder, Objective)):
+            bases.append(c)
+            obj = c.objective if isinstance(c, Decoder) else c
+            transforms.extend(obj.transforms)
+            terms.extend(obj.terms)
+            rules.extend(obj.support)
+        elif isinstance(c, ScoreTransform):
+            transforms.append(c)
+        elif isinstance(c, Term):
+            terms.append(c)
+        elif isinstance(c, SupportRule):
+            rules.append(c)
+        else:
+            raise ValueError(
+                "chain: components must be score transforms, terms, support rules, or one Decoder / "
+                f"Objective, got {type(c).__name__}"
+            )
+
+    add(components)
+    if len(bases) > 1:
+        raise ValueError(
+            f"chain: at most one Decoder or Objective may be given (got {len(bases)}); "
+            "add the other rules as components, e.g. sd.chain(sd.top_p(0.9), sd.MinP(0.1))"
+        )
+    if not bases and not terms:
+        terms = [Entropy()]
+    if order != "given":
+        spec = CHAIN_ORDERS[order]
+        transforms.sort(key=lambda t: _rank(t, spec["transforms"], True))
+        rules.sort(key=lambda r: _rank(r, spec["support"], False))
+    if solver is None:
+        solver = bases[0].solver if bases and isinstance(bases[0], Decoder) else "auto"
+    return Decoder(Objective(terms=tuple(terms), support=tuple(rules), transforms=tuple(transforms)), solver=solver)
+
+
+__all__ += [
+    "chain",
+    "typical",
+    "epsilon",
+    "eta",
+    "top_n_sigma",
+    "top_h",
+    "top_a",
+    "edt",
+    "dynamic_temperature",
+    "entropix",
+]

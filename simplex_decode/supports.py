@@ -220,3 +220,195 @@ class Mask(SupportRule):
         )
         return mask & self.allowed
 
+
+# --- The decoder catalogue: truncation rules of transformers, llama.cpp and the literature ---
+#
+# Each rule below measures probabilities as ``softmax`` of the current scores restricted to
+# the mask left by the rules before it (temperature first, as transformers does), or of the
+# untransformed model logits with ``from_model=True``. Each keeps at least one token.
+
+
+def _log_probs(x, mask):
+    """``(p, log p, H)`` of ``softmax(x)`` restricted to ``mask`` (``log p = -inf`` off it)."""
+    e = _masked_exp(x, mask)
+    z = jnp.sum(e, axis=-1, keepdims=True)
+    xm = jnp.where(mask, x, -jnp.inf)
+    m = jnp.max(xm, axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    safe_z = jnp.where(z > 0, z, 1.0)
+    logp = jnp.where(mask, xm - m - jnp.log(safe_z), -jnp.inf)
+    p = e / safe_z
+    ent = -jnp.sum(jnp.where(p > 0, p * jnp.where(p > 0, logp, 0.0), 0.0), axis=-1, keepdims=True)
+    return p, logp, ent, e, z
+
+
+def _keep_max(x, mask):
+    """Every token tied at the highest score in the mask (transformers' min_tokens_to_keep=1)."""
+    xm = jnp.where(mask, x, -jnp.inf)
+    return mask & (xm == jnp.max(xm, axis=-1, keepdims=True))
+
+
+@pytree_dataclass
+class Typical(SupportRule):
+    """Locally typical sampling (Meister et al., 2023), transformers' ``TypicalLogitsWarper``.
+
+    Tokens are ranked by ``|−log p_v − H(p)|`` (distance of their surprisal from the
+    entropy); the kept set is every token whose distance is ``≤ t*``, where ``t*`` is the
+    distance of the first token (in that ranking) at which the cumulative mass reaches
+    ``p``. Tokens tied at ``t*`` are all kept, as in transformers. Exact without a sort:
+    ``t*`` is the smallest float with ``mass{dist > t*} ≤ (1 − p)·Σ``, found by bisection on
+    its bits. ``p = 1`` keeps every token of positive probability.
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> # The most probable token (surprisal far below the entropy) is not typical:
+      >>> q = sd.typical(0.5).probs(jnp.array([4.0, 3.0, 3.0, 3.0, 3.0, 3.0, 0.0]))
+      >>> [round(float(v), 4) for v in q]
+      [0.0, 0.2, 0.2, 0.2, 0.2, 0.2, 0.0]
+    """
+
+    p: Any
+    from_model: bool = static_field(False)
+
+    def __post_init__(self):
+        set_field(self, "p", check_range("Typical", "p", self.p, lo=0.0, hi=1.0, lo_open=True))
+
+    def __call__(self, scores, mask, ctx):
+        x = _from(self, scores, ctx)
+        _, logp, ent, e, z = _log_probs(x, mask)
+        dist = jnp.where(mask, jnp.abs(-logp - ent), jnp.inf)
+        hi = jnp.max(jnp.where(mask, dist, 0.0), axis=-1, keepdims=True)
+        tail = (1.0 - _row(self.p, e).astype(e.dtype)) * z
+
+        def tail_small_enough(t):
+            return jnp.sum(jnp.where(dist > t, e, 0.0), axis=-1, keepdims=True) <= tail
+
+        t_star = bisect_smallest_true(tail_small_enough, hi, e.dtype, e.shape[:-1])
+        return mask & (dist <= t_star)
+
+
+@pytree_dataclass
+class Epsilon(SupportRule):
+    """ε-sampling (Hewitt et al., 2022), transformers' ``EpsilonLogitsWarper``: keep
+    tokens with ``prob ≥ epsilon``, and always the most probable one(s).
+
+    ``epsilon = 0`` keeps every token (a no-op row in a batch of per-row values).
+    """
+
+    epsilon: Any
+    from_model: bool = static_field(False)
+
+    def __post_init__(self):
+        set_field(
+            self, "epsilon", check_range("Epsilon", "epsilon", self.epsilon, lo=0.0, hi=1.0, hi_open=True)
+        )
+
+    def __call__(self, scores, mask, ctx):
+        x = _from(self, scores, ctx)
+        p, _, _, _, _ = _log_probs(x, mask)
+        eps = _row(self.epsilon, p).astype(p.dtype)
+        return mask & ((p >= eps) | _keep_max(x, mask))
+
+
+@pytree_dataclass
+class Eta(SupportRule):
+    """η-sampling (Hewitt et al., 2022), transformers' ``EtaLogitsWarper``: keep tokens with
+    ``prob ≥ min(ε, √ε·exp(−H(p)))``, an entropy-dependent cut-off, and always the most
+    probable one(s). ``epsilon`` is the paper's ε (transformers' ``eta_cutoff``)."""
+
+    epsilon: Any
+    from_model: bool = static_field(False)
+
+    def __post_init__(self):
+        set_field(self, "epsilon", check_range("Eta", "epsilon", self.epsilon, lo=0.0, hi=1.0, hi_open=True))
+
+    def __call__(self, scores, mask, ctx):
+        x = _from(self, scores, ctx)
+        p, _, ent, _, _ = _log_probs(x, mask)
+        eps = _row(self.epsilon, p).astype(p.dtype)
+        eta = jnp.minimum(eps, jnp.sqrt(eps) * jnp.exp(-ent))
+        return mask & ((p >= eta) | _keep_max(x, mask))
+
+
+@pytree_dataclass
+class TopNSigma(SupportRule):
+    """Top-nσ (Tang et al., 2024; llama.cpp ``top_n_sigma``): keep tokens whose score is
+    ``≥ max − n·σ``, with ``max`` and the population standard deviation ``σ`` taken over
+    the scores in the mask.
+
+    Invariant to temperature (both ``max`` and ``σ`` scale with it); it is usually applied
+    to the raw logits: ``from_model=True`` reads them instead of the transformed scores.
+    ``n = 0`` keeps only the maxima (llama.cpp instead treats ``n ≤ 0`` as "off").
+    """
+
+    n: Any
+    from_model: bool = static_field(False)
+
+    def __post_init__(self):
+        set_field(self, "n", check_range("TopNSigma", "n", self.n, lo=0.0))
+
+    def __call__(self, scores, mask, ctx):
+        x = _from(self, scores, ctx)
+        xm = jnp.where(mask, x, 0.0)
+        cnt = jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1).astype(x.dtype)
+        mean = jnp.sum(xm, axis=-1, keepdims=True) / cnt
+        var = jnp.sum(jnp.where(mask, (x - mean) ** 2, 0.0), axis=-1, keepdims=True) / cnt
+        top = jnp.max(jnp.where(mask, x, -jnp.inf), axis=-1, keepdims=True)
+        n = _row(self.n, x).astype(x.dtype)
+        return mask & (x >= top - n * jnp.sqrt(var))
+
+
+@pytree_dataclass
+class TopH(SupportRule):
+    """Top-H (Baghaei Potraghloo et al., 2025), transformers' ``TopHLogitsWarper``.
+
+    Among the ``top_n`` (default 100) highest-scoring tokens, with ``π = softmax`` over
+    just those, keep the longest prefix (in descending score, ties by lowest id) whose
+    cumulative entropy ``Σ_{i ≤ j} −π_i log π_i`` stays ``≤ h·H(π)``; the best token is
+    always kept. ``h ∈ (0, 1]``; ``top_n`` is static (it sizes the partial sort).
+    """
+
+    h: Any
+    top_n: int = static_field(100)
+    from_model: bool = static_field(False)
+
+    def __post_init__(self):
+        set_field(self, "h", check_range("TopH", "h", self.h, lo=0.0, hi=1.0, lo_open=True))
+        check_range("TopH", "top_n", self.top_n, lo=1, integer=True)
+        set_field(self, "top_n", int(self.top_n))
+
+    def __call__(self, scores, mask, ctx):
+        x = jnp.where(mask, _from(self, scores, ctx), -jnp.inf)
+        n = min(self.top_n, x.shape[-1])
+        vals, idx = lax.top_k(x, n)
+        ok = vals > -jnp.inf
+        p, logp, _, _, _ = _log_probs(vals, ok)
+        terms = jnp.where(p > 0, -p * jnp.where(ok, logp, 0.0), 0.0)
+        cum = jnp.cumsum(terms, axis=-1)
+        # H(π) is the last cumulative sum itself, so h = 1 keeps all top_n tokens exactly
+        # (comparing against a separately rounded H would decide the tail by rounding).
+        tau = cum[..., -1:] * _row(self.h, vals).astype(vals.dtype)
+        sel = (cum <= tau) | (jnp.arange(n) == 0)
+        keep = jnp.put_along_axis(jnp.zeros(x.shape, bool), idx, sel & ok, axis=-1, inplace=False)
+        return mask & keep
+
+
+@pytree_dataclass
+class TopA(SupportRule):
+    """Top-a (BlinkDL's RWKV sampler): keep tokens with ``prob ≥ a · (max prob)²``, and
+    always the most probable one(s). ``a = 0`` keeps every token."""
+
+    a: Any
+    from_model: bool = static_field(False)
+
+    def __post_init__(self):
+        set_field(self, "a", check_range("TopA", "a", self.a, lo=0.0))
+
+    def __call__(self, scores, mask, ctx):
+        x = _from(self, scores, ctx)
+        p, _, _, _, _ = _log_probs(x, mask)
+        top = jnp.max(p, axis=-1, keepdims=True)
+        return mask & ((p >= _row(self.a, p).astype(p.dtype) * top * top) | _keep_max(x, mask))
+
+
+__all__ += ["Typical", "Epsilon", "Eta", "TopNSigma", "TopH", "TopA"]

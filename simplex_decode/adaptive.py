@@ -1,0 +1,193 @@
+"""Adaptive temperature: score transforms whose temperature is a function of the distribution.
+
+Each transform computes, per row, a temperature ``T(p)`` from ``p = softmax(s)`` of the
+scores it receives (over the tokens whose score is finite at that point of the transform
+chain) and returns ``s / T(p)``. With the entropy term this decodes
+``argmax_q <q, s/T(p)> + H(q) = softmax(s / T(p))``: the objective is the ordinary
+softmax objective, with a temperature chosen by the row's own uncertainty.
+
+``T(p) = 0`` means greedy. A data-dependent temperature cannot flag greedy rows ahead of
+time (``ScoreTransform.greedy_rows`` sees only the batch shape), so a zero-temperature
+row keeps only its best token (the lowest id among ties) and bans the rest: every
+objective then returns the one-hot argmax, exactly as ``Temperature(0)`` does.
+:meth:`temperature_of` returns the per-row ``T`` for diagnostics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ._core import check_range, per_row, pytree_dataclass, require, set_field
+from .scores import ScoreTransform
+
+__all__ = ["entropy_stats", "EDT", "DynamicTemperature", "EntropixTemperature"]
+
+_LN2 = 0.6931471805599453
+
+
+def entropy_stats(scores):
+    """``(H, varentropy, n)`` of ``softmax(scores)`` over the finite scores, per row (nats).
+
+    ``H = −Σ p log p``; varentropy ``= Σ p (log p + H)²`` (the variance of the surprisal);
+    ``n`` = the number of finite scores. Shapes ``(...,)``.
+    """
+    finite = scores > -jnp.inf
+    x = jnp.where(finite, scores, -jnp.inf)
+    m = jnp.max(x, axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    e = jnp.where(finite, jnp.exp(x - m), 0.0)
+    z = jnp.sum(e, axis=-1, keepdims=True)
+    safe_z = jnp.where(z > 0, z, 1.0)
+    logp = jnp.where(finite, x - m - jnp.log(safe_z), 0.0)
+    p = e / safe_z
+    ent = -jnp.sum(p * logp, axis=-1)
+    var = jnp.sum(p * (logp + ent[..., None]) ** 2, axis=-1)
+    return ent, var, jnp.sum(finite, axis=-1)
+
+
+def _apply(scores, t):
+    """``s / t`` per row; rows with ``t = 0`` keep only their first argmax."""
+    t = t[..., None].astype(scores.dtype)
+    first = jax.nn.one_hot(jnp.argmax(scores, axis=-1), scores.shape[-1], dtype=bool)
+    greedy = jnp.where(first, scores, -jnp.inf)
+    return jnp.where(t > 0, scores / jnp.where(t > 0, t, 1.0), greedy)
+
+
+class _AdaptiveTemperature(ScoreTransform):
+    def temperature_of(self, scores):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __call__(self, scores, ctx):
+        return _apply(scores, self.temperature_of(scores))
+
+
+@pytree_dataclass
+class EDT(_AdaptiveTemperature):
+    """Entropy-based dynamic temperature (Zhang et al., 2024): ``T = t0 · N^{θ / H(p)}``.
+
+    Confident rows (small entropy ``H``, in nats) get a temperature near 0, uncertain ones
+    approach ``t0``. Guard: ``H = 0`` gives ``T = 0`` (greedy) when ``θ > 0`` and ``N < 1``
+    (the limit), ``T = t0`` when ``θ = 0`` or ``N = 1``. ``N ∈ (0, 1]`` (the paper uses
+    0.8), ``θ ≥ 0``, ``t0 ≥ 0``; all are leaves (per-row arrays work).
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> t = sd.EDT(t0=1.0, theta=0.5).temperature_of(jnp.array([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+      >>> [round(float(v), 4) for v in t]
+      [0.2474, 0.9034]
+    """
+
+    t0: Any = 1.0
+    theta: Any = 1.0
+    n: Any = 0.8
+
+    def __post_init__(self):
+        set_field(self, "t0", check_range("EDT", "t0", self.t0, lo=0.0))
+        set_field(self, "theta", check_range("EDT", "theta", self.theta, lo=0.0))
+        set_field(self, "n", check_range("EDT", "n", self.n, lo=0.0, hi=1.0, lo_open=True))
+
+    def temperature_of(self, scores):
+        ent, _, _ = entropy_stats(scores)
+        batch = ent.shape
+        t0 = per_row(self.t0, batch, ent.dtype)[..., 0]
+        theta = per_row(self.theta, batch, ent.dtype)[..., 0]
+        n = per_row(self.n, batch, ent.dtype)[..., 0]
+        active = (theta > 0) & (n < 1)
+        positive = ent > 0
+        expo = jnp.where(active & positive, theta / jnp.where(positive, ent, 1.0), 0.0)
+        return jnp.where(active & ~positive, 0.0, t0 * n**expo)
+
+
+@pytree_dataclass
+class DynamicTemperature(_AdaptiveTemperature):
+    """llama.cpp's dynamic temperature (``temp_ext``, "dynatemp"):
+    ``T = t_min + (t_max − t_min) · (H / H_max)^exponent`` with ``H_max = log n`` over the
+    ``n`` tokens with a finite score. A row with fewer than two such tokens is left
+    unscaled (as llama.cpp does). :meth:`from_llama_cpp` maps llama.cpp's
+    ``(temp, dynatemp_range, dynatemp_exponent)`` to ``t_min = max(0, temp − range)``,
+    ``t_max = temp + range``.
+    """
+
+    t_min: Any = 0.0
+    t_max: Any = 2.0
+    exponent: Any = 1.0
+
+    def __post_init__(self):
+        set_field(self, "t_min", check_range("DynamicTemperature", "t_min", self.t_min, lo=0.0))
+        set_field(self, "t_max", check_range("DynamicTemperature", "t_max", self.t_max, lo=0.0))
+        set_field(self, "exponent", check_range("DynamicTemperature", "exponent", self.exponent, lo=0.0))
+        require(
+            jnp.asarray(self.t_max) >= jnp.asarray(self.t_min),
+            "DynamicTemperature: `t_max` must be >= `t_min`",
+            (self.t_min, self.t_max),
+        )
+
+    @classmethod
+    def from_llama_cpp(cls, temp, dynatemp_range, exponent=1.0) -> DynamicTemperature:
+        """The transform llama.cpp applies for ``--temp``, ``--dynatemp-range``, ``--dynatemp-exp``."""
+        temp = check_range("DynamicTemperature", "temp", temp, lo=0.0)
+        rng = check_range("DynamicTemperature", "dynatemp_range", dynatemp_range, lo=0.0)
+        return cls(t_min=jnp.maximum(temp - rng, 0.0), t_max=temp + rng, exponent=exponent)
+
+    def temperature_of(self, scores):
+        ent, _, count = entropy_stats(scores)
+        batch = ent.shape
+        t_min = per_row(self.t_min, batch, ent.dtype)[..., 0]
+        t_max = per_row(self.t_max, batch, ent.dtype)[..., 0]
+        expo = per_row(self.exponent, batch, ent.dtype)[..., 0]
+        several = count > 1
+        h_max = jnp.log(jnp.where(several, count, 2).astype(ent.dtype))
+        ratio = jnp.clip(ent / h_max, 0.0, 1.0)
+        return jnp.where(several, t_min + (t_max - t_min) * ratio**expo, 1.0)
+
+
+@pytree_dataclass
+class EntropixTemperature(_AdaptiveTemperature):
+    """An entropy/varentropy-gated temperature in the spirit of entropix's sampler.
+
+    With the entropy ``H`` and varentropy ``V`` of ``p`` in bits (as entropix measures
+    them), the rules are checked in entropix's order:
+
+    * ``H < low_entropy`` and ``V < low_varentropy`` ("flowing"): greedy (``T = 0``);
+    * ``H < high_entropy`` and ``V > high_varentropy`` ("exploring forks"): ``t_fork``;
+    * ``H > high_entropy`` and ``V > high_varentropy`` ("resampling in the mist"): ``t_mist``;
+    * otherwise: ``t``.
+
+    Defaults are entropix's thresholds (0.1, 0.1, 5.0, 5.0) and base temperatures (1.2, 2.0)
+    without its attention-based adjustments; its "insert a clarifying token" branch has no
+    per-token counterpart and falls to ``t``. All parameters are leaves.
+    """
+
+    t: Any = 1.0
+    t_fork: Any = 1.2
+    t_mist: Any = 2.0
+    low_entropy: Any = 0.1
+    low_varentropy: Any = 0.1
+    high_entropy: Any = 5.0
+    high_varentropy: Any = 5.0
+
+    def __post_init__(self):
+        for name in ("t", "t_fork", "t_mist", "low_entropy", "low_varentropy", "high_entropy", "high_varentropy"):
+            set_field(self, name, check_range("EntropixTemperature", name, getattr(self, name), lo=0.0))
+
+    def temperature_of(self, scores):
+        ent, var, _ = entropy_stats(scores)
+        h, v = ent / _LN2, var / (_LN2 * _LN2)
+        batch = ent.shape
+
+        def row(x):
+            return per_row(x, batch, ent.dtype)[..., 0]
+
+        hi_v = v > row(self.high_varentropy)
+        return jnp.select(
+            [
+                (h < row(self.low_entropy)) & (v < row(self.low_varentropy)),
+                (h < row(self.high_entropy)) & hi_v,
+                (h > row(self.high_entropy)) & hi_v,
+            ],
+            [jnp.zeros_like(h), row(self.t_fork), row(self.t_mist)],
+            row(self.t),
+        )
