@@ -49,6 +49,7 @@ per step function, cache factory, prompt shape and Decoder structure; new decode
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -311,7 +312,8 @@ def _decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_ne
 
     ``select(t, logits, cache, positions, history, history_mask)`` returns
     ``(ids, logq, status, extras)`` for the N rows (``extras``: a dict of (N,) float32
-    arrays recorded per step under the names in ``extras``). Finished rows get ``pad_id``
+    arrays recorded per step under the names in ``extras``). ``callback``: None or
+    ``(host_fn, args)``; ``host_fn(*args, t, tokens, done)`` runs on the host after each step. Finished rows get ``pad_id``
     and position -1 (the model skips them); the loop stops when every row is finished
     or after ``max_new_tokens`` tokens, and never runs the model after the last token.
     """
@@ -338,9 +340,9 @@ def _decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_ne
         is_eos = emit & jnp.any(tok[:, None] == eos[None, :], axis=-1) if eos_ids else jnp.zeros_like(emit)
         done = s.done | is_eos | (active & ~ok)
         if callback is not None:
+            host_fn, host_args = callback
             jax.debug.callback(
-                lambda t, tk, d: callback.fn(int(t), np.asarray(tk), np.asarray(d)),
-                s.t, tok.reshape(callback_shape), done.reshape(callback_shape), ordered=True,
+                host_fn, *host_args, s.t, tok.reshape(callback_shape), done.reshape(callback_shape), ordered=True
             )
         more = (s.t + 1 < T) & ~jnp.all(done)
         new_logits, new_cache = lax.cond(
@@ -389,13 +391,25 @@ def _decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_ne
 # --------------------------------------------------------------------------------------
 
 
+# Streaming callbacks are looked up at run time by an id (a traced argument), so a new
+# callback function never recompiles the loop.
+_CALLBACKS: dict[int, Callable] = {}
+_CALLBACK_IDS = itertools.count()
+
+
+def _run_callback(cid, t, tokens, done):
+    fn = _CALLBACKS.get(int(cid))
+    if fn is not None:
+        fn(int(t), np.asarray(tokens), np.asarray(done))
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("step", "cache_fn", "max_new_tokens", "eos_ids", "num_samples", "pad_id", "diagnostics",
-                     "callback", "squeeze"),
+                     "stream", "squeeze"),
 )
-def _generate_jit(params, prompt, lengths, decoder, keys, *, step, cache_fn, max_new_tokens, eos_ids,
-                  num_samples, pad_id, diagnostics, callback, squeeze):
+def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, *, step, cache_fn, max_new_tokens, eos_ids,
+                  num_samples, pad_id, diagnostics, stream, squeeze):
     B, P = prompt.shape
     K = num_samples
     N = B * K
@@ -424,8 +438,8 @@ def _generate_jit(params, prompt, lengths, decoder, keys, *, step, cache_fn, max
 
     out, finished = _decode_loop(
         step, params, cache, logits, jnp.repeat(prompt, K, axis=0), jnp.repeat(lengths, K, axis=0), select,
-        max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id, extras=names, callback=callback,
-        callback_shape=(B,) if squeeze else (B, K),
+        max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id, extras=names,
+        callback=(_run_callback, (callback_id,)) if stream else None, callback_shape=(B,) if squeeze else (B, K),
     )
     shape = (B,) if squeeze else (B, K)
     r = lambda x: x.reshape(shape + x.shape[1:])  # noqa: E731
@@ -495,8 +509,9 @@ def generate(
       return_diagnostics: also return per-step entropy, support size and KL to the model.
       callback: optional streaming hook ``callback(t, tokens, done)``, called on the host
         after every decode step, in order, with numpy arrays of shape ``(B,)``/``(B, K)``
-        (``pad_id`` for finished rows). It does not block the device loop's tracing but
-        does add a host round trip per step; leave it None for throughput.
+        (``pad_id`` for finished rows). A new callback does not recompile; with one,
+        :func:`generate` returns only after the last call (without one it returns at once,
+        asynchronously). Each call is a host round trip: leave it None for throughput.
 
     Returns:
       A :class:`GenerateResult`. Invalid logits never give NaN or a silent fallback: the row
@@ -526,9 +541,19 @@ def generate(
         raise ValueError(f"callback: must be None or a callable (t, tokens, done), got {callback!r}")
     prompt, lengths = _prompts(prompt_tokens, prompt_lengths, pad_id)
     keys = _prompt_keys(key, prompt.shape[0])
-    return _generate_jit(
-        params, prompt, lengths, decoder, keys,
+    cid = next(_CALLBACK_IDS) if callback is not None else 0
+    run = functools.partial(
+        _generate_jit, params, prompt, lengths, decoder, keys, jnp.int32(cid % 2**31),
         step=step_s, cache_fn=cache_s, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
         num_samples=num_samples, pad_id=pad_id, diagnostics=bool(return_diagnostics),
-        callback=None if callback is None else _Static(callback), squeeze=squeeze,
+        stream=callback is not None, squeeze=squeeze,
     )
+    if callback is None:
+        return run()
+    _CALLBACKS[cid % 2**31] = callback
+    try:
+        out = jax.block_until_ready(run())
+        jax.effects_barrier()  # every step's callback has run
+    finally:
+        _CALLBACKS.pop(cid % 2**31, None)
+    return out
