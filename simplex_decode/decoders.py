@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.experimental import checkify
 
 from ._core import Status, is_concrete, pytree_dataclass, set_field, status_error_message
+from ._select import argmax
 from .adaptive import EDT, DynamicTemperature, EntropixTemperature, _AdaptiveTemperature
 from .history import (
     AllowTokens,
@@ -118,6 +119,13 @@ class Decoder:
         return sol.q
 
     def sample(self, key, logits, *, num_samples=None, history=None, history_mask=None, method="auto"):
+        if not self.objective.terms and isinstance(self.solver, (Auto, ClosedForm)):
+            # The linear problem: its optimum is the argmax, no distribution to draw from.
+            problem = self.objective.prepare(logits, history=history, history_mask=history_mask)
+            _raise_on_bad_rows(problem.status)
+            ids = argmax(jnp.where(problem.mask, problem.scores, -jnp.inf))
+            ids = jnp.where(problem.status == Status.OK, ids, -1)
+            return ids if num_samples is None else jnp.repeat(ids[..., None], num_samples, axis=-1)
         sol = self.solve(logits, history=history, history_mask=history_mask)
         _raise_on_bad_rows(sol.status)
         return sample_from_probs(
@@ -158,9 +166,9 @@ def temperature(t=1.0) -> Decoder:
     return Decoder(Objective(terms=Entropy(), transforms=_tempered(t)))
 
 
-def top_k(k, temperature=1.0, *, max_k=None) -> Decoder:
+def top_k(k, temperature=1.0) -> Decoder:
     """Softmax of ``logits/temperature`` restricted to the ``k`` highest scores."""
-    return Decoder(Objective(terms=Entropy(), support=TopK(k, max_k=max_k), transforms=_tempered(temperature)))
+    return Decoder(Objective(terms=Entropy(), support=TopK(k), transforms=_tempered(temperature)))
 
 
 def top_p(p, temperature=1.0, *, from_model=False) -> Decoder:

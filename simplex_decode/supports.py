@@ -20,6 +20,7 @@ import numpy as np
 from jax import lax
 
 from ._core import check_range, is_concrete, per_row, pytree_dataclass, require, set_field, static_field
+from ._select import tie_break, topk_mask
 
 __all__ = ["SupportRule", "Full", "TopK", "TopP", "MinP", "Mask", "bisect_smallest_true"]
 
@@ -82,39 +83,27 @@ class Full(SupportRule):
 class TopK(SupportRule):
     """Keep the ``k`` highest scores (ties: lowest token ids first).
 
-    ``k`` is a leaf (scalar or per-row integer array); ``max_k`` is static and bounds it
-    (the threshold is read from ``lax.top_k(scores, max_k)``), so per-row ``k`` and new
-    values of ``k`` up to ``max_k`` never recompile. ``max_k`` defaults to ``max(k)``.
+    ``k`` is a leaf (a scalar or a per-row integer array): new values never recompile.
+    Exact without a sort: the k-th largest score is found by bisection on the bits of
+    the float scores (32 counting passes over the row).
     """
 
     k: Any
-    max_k: int | None = static_field(None)
 
     def __post_init__(self):
-        k = check_range("TopK", "k", self.k, lo=1, integer=True)
-        set_field(self, "k", k)
-        if self.max_k is None:
-            if not is_concrete(k):
-                raise ValueError("TopK: `max_k` must be given when `k` is traced")
-            set_field(self, "max_k", int(np.max(np.asarray(k))))
-        else:
-            check_range("TopK", "max_k", self.max_k, lo=1, integer=True)
-            set_field(self, "max_k", int(self.max_k))
-            require(k <= self.max_k, f"TopK: `k` must be <= max_k={self.max_k}", k)
+        set_field(self, "k", check_range("TopK", "k", self.k, lo=1, integer=True))
 
     def __call__(self, scores, mask, ctx):
         V = scores.shape[-1]
-        if self.max_k > V:
-            raise ValueError(f"TopK: `k` must be in [1, V={V}], got {self.max_k}")
-        x = jnp.where(mask, scores, -jnp.inf)
-        vals, _ = lax.top_k(x, self.max_k)
-        k = _row(self.k, x)
-        thr = jnp.take_along_axis(vals, k - 1, axis=-1)
-        above = x > thr
-        tie = (x == thr) & mask
-        rank = jnp.cumsum(tie, axis=-1, dtype=jnp.int32)  # 1-based rank among ties
-        n_above = jnp.sum(above, axis=-1, keepdims=True, dtype=jnp.int32)
-        return mask & (above | (tie & (rank <= k - n_above)))
+        if is_concrete(self.k) and int(np.max(np.asarray(self.k))) > V:
+            raise ValueError(f"TopK: `k` must be in [1, V={V}], got {_fmt_k(self.k)}")
+        require(self.k <= V, f"TopK: `k` must be in [1, V={V}]")
+        return topk_mask(scores, _row(self.k, scores), mask)
+
+
+def _fmt_k(k):
+    k = np.asarray(k)
+    return int(k) if k.ndim == 0 else k.tolist()
 
 
 def _from(rule, scores, ctx):
@@ -153,11 +142,13 @@ class TopP(SupportRule):
         t = jnp.min(jnp.where(e >= x_star, e, jnp.inf), axis=-1, keepdims=True)
         below = jnp.sum(jnp.where(e < t, e, 0.0), axis=-1, keepdims=True)
         tie = (e == t) & mask
-        rank0 = jnp.cumsum(tie, axis=-1, dtype=jnp.int32) - 1
         n_tie = jnp.sum(tie, axis=-1, keepdims=True, dtype=jnp.int32)
-        # Ties are ranked lowest id first, i.e. last in ascending order.
-        tie_kept = below + (n_tie - rank0).astype(e.dtype) * t > tail
-        return mask & ((e > t) | (tie & tie_kept))
+        # Ties are ranked lowest id first, i.e. last in ascending order: the tie of rank
+        # j (0-based) is kept iff below + (n_tie − j)·t > tail.
+        safe_t = jnp.where(t > 0, t, 1.0)
+        r = jnp.ceil(n_tie.astype(e.dtype) - (tail - below) / safe_t)
+        r = jnp.clip(r, 0, n_tie).astype(jnp.int32)
+        return mask & tie_break(e > t, tie, r)
 
 
 @pytree_dataclass
@@ -219,6 +210,7 @@ class Mask(SupportRule):
             self.allowed.shape,
         )
         return mask & self.allowed
+
 
 
 # --- The decoder catalogue: truncation rules of transformers, llama.cpp and the literature ---
