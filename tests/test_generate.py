@@ -311,13 +311,35 @@ def test_history_reading_transform_sees_prompt_then_generated(table):
 
 def test_repetition_penalty_from_history_module(table):
     """A library history transform: a huge presence penalty forbids repeating any token."""
-    if not hasattr(sd, "PresencePenalty"):
-        pytest.skip("simplex_decode.history is not available")
     dec = sd.Decoder(sd.Objective(transforms=sd.PresencePenalty(1e4)))
     out = sd.generate(bigram_step, table, [[0, 1], [2]], decoder=dec, key=jax.random.key(0), max_new_tokens=8)
     for b, p in enumerate([[0, 1], [2]]):
         seq = list(p) + out.tokens[b].tolist()
         assert len(set(seq)) == len(seq)
+
+
+def test_min_new_tokens_counts_generated_tokens_per_row():
+    """MinNewTokens reads #real history − prompt_length: right-padded prompts of different lengths."""
+    tab = np.array(chain_table([0, 2, 3, 6, 5, 4, 0, 0]))  # 1 -> 2 -> 3 -> 6 (eos)
+    tab[3, 1] = 0.0  # with EOS banned, 3 -> 1 -> 2 -> 3 -> ...
+    tab = jnp.asarray(tab)
+    prompts, lengths, n = [[4, 1], [2, 5]], [2, 1], [5, 2]
+    dec = sd.Decoder(sd.Objective(transforms=sd.MinNewTokens(jnp.array(n), eos_id=6, prompt_length=jnp.array(lengths))))
+    out = sd.generate(bigram_step, tab, prompts, decoder=dec, key=jax.random.key(0), max_new_tokens=8, eos_id=6,
+                      pad_id=7, prompt_lengths=lengths)
+    tab_np = np.asarray(tab)
+    for b in range(2):
+        last, ref = prompts[b][lengths[b] - 1], []
+        while len(ref) < 8:
+            s = tab_np[last].copy()
+            if len(ref) < n[b]:
+                s[6] = -np.inf
+            ref.append(int(np.argmax(s)))
+            if ref[-1] == 6:
+                break
+            last = ref[-1]
+        assert out.tokens[b, : len(ref)].tolist() == ref
+        assert ref[-1] == 6 and len(ref) > n[b]  # EOS came, but only after n new tokens
 
 
 def test_streaming_callback(table):
