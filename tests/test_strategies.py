@@ -107,27 +107,42 @@ def test_beam_search_early_stopping_returns_finished_beams():
 TINY = LlamaConfig(vocab_size=23, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2)
 
 
-def test_beam_search_llama_cache_reordering_and_padding():
-    """Beams reorder the KV cache: each returned score must equal a fresh recomputation."""
+WIDTH = 12
+
+
+@pytest.fixture(scope="module")
+def llama():
+    """A tiny random Llama, its cache factory, and a reference: log-probs from a fresh full forward pass."""
     params = jax.jit(init_random_params, static_argnums=(0,), static_argnames=("scale",))(
         TINY, jax.random.PRNGKey(1), scale=0.6)
     step = make_step(TINY)
-    prompts, lengths = [[1, 2, 3, 4], [5, 6, 0, 0]], [4, 2]
-    T, W, width = 4, 3, 8
-    out = sd.beam_search(step, params, prompts, beam_width=W, max_new_tokens=T, eos_id=7, prompt_lengths=lengths,
-                         cache=functools.partial(init_cache, TINY), length_penalty=1.0)
 
     @jax.jit
-    def all_logits(ids, n):
-        pos = jnp.where(jnp.arange(width) < n, jnp.arange(width), -1)[None].astype(jnp.int32)
-        return step(params, ids[None], init_cache(TINY, 1, width), pos)[0][0]
+    def _logits(ids, n):
+        pos = jnp.where(jnp.arange(WIDTH) < n, jnp.arange(WIDTH), -1)[None].astype(jnp.int32)
+        return step(params, ids[None], init_cache(TINY, 1, WIDTH), pos)[0][0]
 
+    def all_logprobs(seq):
+        """(len(seq), V): log p(· | seq[:i+1]) for every prefix, recomputed without reuse."""
+        ids = jnp.asarray(list(seq) + [0] * (WIDTH - len(seq)), jnp.int32)
+        return log_softmax(np.asarray(_logits(ids, len(seq))))[: len(seq)]
+
+    return step, params, functools.partial(init_cache, TINY), all_logprobs
+
+
+def test_beam_search_llama_cache_reordering_and_padding(llama):
+    """Beams reorder the KV cache: each returned score must equal a fresh recomputation."""
+    step, params, cache, all_logprobs = llama
+    prompts, lengths = [[1, 2, 3, 4], [5, 6, 0, 0]], [4, 2]
+    T, W = 4, 3
+    out = sd.beam_search(step, params, prompts, beam_width=W, max_new_tokens=T, eos_id=7, prompt_lengths=lengths,
+                         cache=cache, length_penalty=1.0)
     for b in range(2):
         p = prompts[b][: lengths[b]]
         for w in range(W):
             n = int(out.lengths[b, w])
             seq = p + out.tokens[b, w, :n].tolist()
-            lg = log_softmax(np.asarray(all_logits(jnp.asarray(seq + [0] * (width - len(seq)), jnp.int32), len(seq))))
+            lg = all_logprobs(seq)
             ref = sum(lg[len(p) - 1 + i, seq[len(p) + i]] for i in range(n))
             np.testing.assert_allclose(out.logprobs[b, w], ref, atol=1e-4)
             np.testing.assert_allclose(out.scores[b, w], ref / n, atol=1e-4)
@@ -188,6 +203,40 @@ def test_lookahead_matches_its_definition():
         assert int(out.lengths[b]) == len(ref)
     with pytest.raises(ValueError, match="num_candidates"):
         sd.lookahead(bigram_step, table, prompts, depth=1, max_new_tokens=2, num_candidates=V + 1)
+
+
+def test_lookahead_and_cot_with_a_kv_cache(llama):
+    """Branches copy the committed cache; every choice must match a recomputation without cache."""
+    step, params, cache, all_logprobs = llama
+    prompts, lengths = [[1, 2, 3], [4, 5, 0]], [3, 2]
+    T, d, c = 3, 2, 3
+    out = sd.lookahead(step, params, prompts, depth=d, num_candidates=c, max_new_tokens=T, cache=cache,
+                       prompt_lengths=lengths)
+    cot = sd.cot_decode(step, params, prompts, max_new_tokens=T, num_branches=c, cache=cache, prompt_lengths=lengths)
+    for b in range(2):
+        seq = prompts[b][: lengths[b]]
+        for _ in range(T):  # lookahead, by its definition
+            lp = all_logprobs(seq)[-1]
+            best, best_score = None, -np.inf
+            for v in np.argsort(-lp, kind="stable")[:c]:
+                ext = seq + [int(v)]
+                score = lp[v]
+                for _ in range(d):
+                    g_lp = all_logprobs(ext)[-1]
+                    g = int(np.argmax(g_lp))
+                    score += g_lp[g]
+                    ext.append(g)
+                if score > best_score + 1e-6:
+                    best, best_score = int(v), score
+            seq.append(best)
+        assert out.tokens[b].tolist() == seq[lengths[b]:]
+        base = prompts[b][: lengths[b]]
+        firsts = np.argsort(-all_logprobs(base)[-1], kind="stable")[:c]
+        for j in range(c):  # CoT branches: j-th first token, then greedy
+            branch = base + [int(firsts[j])]
+            for _ in range(T - 1):
+                branch.append(int(np.argmax(all_logprobs(branch)[-1])))
+            assert cot.tokens[b, j].tolist() == branch[lengths[b]:]
 
 
 # --------------------------------------------------------------------------------------
