@@ -99,7 +99,7 @@ def top_a_ref(scores, a):
     scores = np.asarray(scores, np.float64)
     probs = np.exp(_log_softmax(scores))
     top = probs.max(-1, keepdims=True)
-    return (probs >= a * top**2) | (scores == scores.max(-1, keepdims=True))
+    return ((probs >= a * top**2) | (scores == scores.max(-1, keepdims=True))) & np.isfinite(scores)
 
 
 # One compilation per (rule, shape): parameters are leaves, so new values reuse it.
@@ -129,6 +129,12 @@ def test_distribution_equals_published_definition(name, shape):
     preset, ref, params = CASES[name]
     rng = np.random.default_rng(len(shape) * 1000 + shape[-1])
     logits = (rng.standard_normal(shape) * 2.5).astype(np.float32)
+    if len(shape) == 3:
+        # Banned tokens (-inf logits, as the rules before a warper leave them in transformers)
+        # must be invisible to the rule: its probabilities, entropy and σ ignore them.
+        banned = rng.random(shape) < 0.25
+        banned[..., 0] = False
+        logits[banned] = -np.inf
     t = 0.8
     tempered = logits.astype(np.float64) / np.float32(t)
     for param in params:
@@ -139,52 +145,33 @@ def test_distribution_equals_published_definition(name, shape):
         assert np.abs(q - expected).max() <= 1e-5, (name, param)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_prior_mask_is_respected_like_minus_inf_logits(name):
-    """A rule sees the mask of the rules before it exactly as transformers' warpers see −inf."""
-    preset, ref, params = CASES[name]
-    rng = np.random.default_rng(5)
-    logits = (rng.standard_normal((4, 80)) * 2).astype(np.float32)
-    banned = rng.random((4, 80)) < 0.3
-    banned[:, 0] = False
-    logits_banned = np.where(banned, -np.inf, logits).astype(np.float32)
-    for param in params[1:3]:
-        rule = preset(param).objective.support[0]
-        obj = sd.Objective(terms=sd.Entropy(), support=(sd.Mask(jnp.asarray(~banned)), rule))
-        q = np.asarray(_probs(sd.Decoder(obj), logits), np.float64)
-        expected = _softmax_on(logits_banned, ref(logits_banned, param))
-        assert np.abs(q - expected).max() <= 1e-5, (name, param)
+EXTREME = {"typical": 1e-6, "epsilon": 0.999, "eta": 0.999, "top_n_sigma": 0.0, "top_h": 1e-6, "top_a": 50.0}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_equals_cvxpy_optimum(name):
-    """Each catalogue decoder is ``argmax <q, s/T> + H(q)`` on its support: the cvxpy optimum."""
+def test_equals_cvxpy_optimum_and_keeps_a_token(name):
+    """Each catalogue decoder is ``argmax <q, s/T> + H(q)`` on its support: the cvxpy optimum.
+    With the most extreme parameter it still keeps at least one token."""
     pytest.importorskip("cvxpy")
     preset, _, params = CASES[name]
     rng = np.random.default_rng(17)
-    logits = (rng.standard_normal((3, 24)) * 2).astype(np.float32)
-    dec = preset(params[2], temperature=0.7)
-    q = np.asarray(_probs(dec, logits), np.float64)
-    ref = reference.solve(dec.objective, logits)
-    assert np.abs(q - ref).max() <= 1e-5, name
-
-
-def test_each_rule_keeps_at_least_one_token():
-    # A peaked row and a flat one, with the most extreme parameters.
-    logits = np.array([[30.0, 0.0, -5.0, -5.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
-    for rule in (sd.Typical(1e-6), sd.Epsilon(0.999), sd.Eta(0.999), sd.TopNSigma(0.0), sd.TopH(1e-6), sd.TopA(50.0)):
-        q = np.asarray(_probs(sd.Decoder(sd.Objective(terms=sd.Entropy(), support=rule)), logits))
-        assert np.all((q > 0).sum(-1) >= 1), type(rule).__name__
+    for row in (rng.standard_normal(7) * 2, np.array([30.0, 0, -5, -5, -5, -5, -5]), np.zeros(7)):
+        logits = row.astype(np.float32)
+        for param in (params[2], EXTREME[name]):
+            dec = preset(param, temperature=0.8)
+            q = np.asarray(_probs(dec, logits), np.float64)
+            assert (q > 0).sum() >= 1
+            assert np.abs(q - reference.solve(dec.objective, logits)).max() <= 1e-5, (name, param)
 
 
 def test_top_n_sigma_is_temperature_invariant_and_from_model():
     rng = np.random.default_rng(3)
-    logits = (rng.standard_normal((4, 500)) * 3).astype(np.float32)
+    logits = (rng.standard_normal((3, 3000)) * 3).astype(np.float32)
     base = np.asarray(_probs(sd.top_n_sigma(1.5), logits)) > 0
     for t in (0.3, 0.7, 2.0):
         np.testing.assert_array_equal(np.asarray(_probs(sd.top_n_sigma(1.5, temperature=t), logits)) > 0, base)
     # from_model reads the raw logits, so a penalty applied before it does not move the cut.
-    bias = np.zeros(500, np.float32)
+    bias = np.zeros(3000, np.float32)
     bias[np.argmax(logits, -1)] = -50.0
     obj = sd.Objective(terms=sd.Entropy(), support=sd.TopNSigma(1.5, from_model=True), transforms=sd.LogitBias(bias))
     np.testing.assert_array_equal(np.asarray(_probs(sd.Decoder(obj), logits)) > 0, top_n_sigma_ref(logits, 1.5))
@@ -197,9 +184,9 @@ def test_typical_drops_the_most_probable_token():
 
 
 def test_top_h_reads_at_most_top_n_tokens():
-    logits = np.linspace(3.0, 0.0, 400).astype(np.float32)  # a flat-ish row: many tokens kept
-    q_default = np.asarray(_probs(sd.top_h(1.0), logits))
-    assert (q_default > 0).sum() <= 100
+    logits = np.broadcast_to(np.linspace(3.0, 0.0, 300, dtype=np.float32), (2, 3, 300))  # many tokens kept
+    q_default = np.asarray(_probs(sd.top_h(1.0, temperature=0.8), logits))
+    assert np.all((q_default > 0).sum(-1) == 100)
     q_wide = np.asarray(_probs(sd.top_h(1.0, top_n=300), logits))
     np.testing.assert_array_equal(q_wide > 0, top_h_ref(logits, 1.0, top_n=300))
 
