@@ -48,17 +48,24 @@ PROMPTS = [
 
 
 def decoders():
-    out = {"greedy": "greedy()", "top_p": "top_p(0.9, temperature=0.7)"}
-    if hasattr(sd, "best_of_k"):
-        out["bok_exact"] = "best_of_k(k=8, lam=0.2, beta=0.02, temperature=0.7)"
-        out["bok_mirror5"] = 'best_of_k(k=8, lam=0.2, beta=0.02, temperature=0.7, solver="mirror", steps=5)'
-    return out
-
-
-def build(spec):
+    """name -> Decoder: greedy, top-p, and Best-of-K (k=8, lam=0.2, beta=0.02, top-8 weights) when available."""
     from simplex_decode.cli import build_decoder
 
-    return build_decoder(spec)
+    out = {"greedy": build_decoder("greedy"), "top_p": build_decoder("top_p(0.9, temperature=0.7)")}
+    if hasattr(sd, "best_of_k"):
+        out["bok_exact"] = build_decoder("best_of_k(k=8, lam=0.2, beta=0.02, temperature=0.7)")
+        out["bok_mirror5"] = build_decoder(
+            'best_of_k(k=8, lam=0.2, beta=0.02, temperature=0.7, solver="mirror", steps=5)')
+    else:
+        try:  # the same objective, declared by hand, while the preset is not available
+            from simplex_decode.solvers.exact import Exact
+        except ImportError:
+            return out
+        lam, beta = 0.2, 0.02
+        obj = sd.Objective(terms=(sd.KL(lam), sd.Coverage(8, "top_m", weight=lam * beta, top_m=8)),
+                           transforms=sd.Temperature(0.7))
+        out["bok_exact"] = sd.Decoder(obj, solver=Exact())
+    return out
 
 
 def time_generate(step, params, ids, cache, decoder, B, T, repeats):
@@ -128,7 +135,7 @@ def main(argv=None):
     ids = tok.encode(PROMPTS[1])
     P, T2 = len(ids), args.new_tokens
     T1 = max(1, T2 // 4)
-    decs = {k: build(v) for k, v in decoders().items() if args.decoders is None or k in args.decoders}
+    decs = {k: v for k, v in decoders().items() if args.decoders is None or k in args.decoders}
     lines = [
         f"# generate on {platform.processor() or platform.machine()} ({jax.default_backend()}, "
         f"{os.cpu_count()} cores, jax {jax.__version__}); SmolLM2-135M-Instruct float32, V={config.vocab_size}, "
