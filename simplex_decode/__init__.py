@@ -4,10 +4,12 @@ Every decoder solves ``q* = argmax_{q ∈ Δ, supp q ⊆ S(s)} <q, s> + Σ_j c_j
 and then samples from ``q*``. See the README for the table of decoders.
 """
 
+from . import analysis
 from ._core import Status
 from .adaptive import EDT, DynamicTemperature, EntropixTemperature, entropy_stats
 from .decoders import (
     Decoder,
+    best_of_k,
     chain,
     checked,
     dynamic_temperature,
@@ -42,7 +44,7 @@ from .history import (
 from .objective import Context, Objective, Problem
 from .sampling import sample_from_probs
 from .scores import LogitBias, ScoreTransform, Temperature
-from .solvers import Auto, ClosedForm, Solution, Solver
+from .solvers import Auto, ClosedForm, Exact, Mirror, ProjectedGradient, Solution, Solver
 from .strategies import (
     BeamSearchResult,
     BestOfNResult,
@@ -57,7 +59,7 @@ from .strategies import (
     self_consistency,
 )
 from .supports import Epsilon, Eta, Full, Mask, MinP, SupportRule, TopA, TopH, TopK, TopNSigma, TopP, Typical
-from .terms import KL, Coverage, Entropy, SquaredL2, Term, Tsallis
+from .terms import KL, Cap, Coverage, Entropy, SquaredL2, Term, Tsallis
 
 __version__ = "0.1.0"
 
@@ -144,3 +146,5 @@ __all__ += [
     "top_n_sigma",
     "typical",
 ]
+
+__all__ += ["Cap", "Exact", "Mirror", "ProjectedGradient", "analysis", "best_of_k"]

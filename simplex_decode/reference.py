@@ -5,9 +5,11 @@
 
     maximise  <q, s> + Σ_j c_j φ_j(q)   s.t.  q ≥ 0, Σ q = 1, q_v = 0 off the support
 
-with each term's own cvxpy expression (``Term.cvxpy``). It is slow, runs on the CPU in
-float64 and is meant for tests, :func:`verify`-style checks and second opinions — never
-for the hot path. cvxpy is imported lazily (``pip install simplex_decode[reference]``).
+with each term's own cvxpy expression (``Term.cvxpy``) and constraints
+(``Term.cvxpy_constraints``, e.g. ``q ≤ c`` for :class:`~simplex_decode.terms.Cap`).
+It is slow, runs on the CPU in float64 and is meant for tests, :func:`verify`-style
+checks and second opinions — never for the hot path. cvxpy is imported lazily
+(``pip install simplex_decode[reference]``).
 """
 
 from __future__ import annotations
@@ -83,10 +85,12 @@ def solve(objective: Objective, logits, *, history=None, history_mask=None, solv
             continue
         q = cp.Variable(support.size, nonneg=True)
         expr = srow @ q
+        constraints = [cp.sum(q) == 1]
         for term, d, w in zip(objective.terms, data, weights, strict=False):
             if w > 0:
                 expr = expr + w * term.cvxpy(q, _slice(d, idx, support))
-        prob = cp.Problem(cp.Maximize(expr), [cp.sum(q) == 1])
+                constraints += term.cvxpy_constraints(q, _slice(d, idx, support))
+        prob = cp.Problem(cp.Maximize(expr), constraints)
         prob.solve(solver=solver, **solver_opts)
         if prob.status not in ("optimal", "optimal_inaccurate") or q.value is None:
             raise RuntimeError(f"reference: cvxpy returned status {prob.status!r} for row {idx}")

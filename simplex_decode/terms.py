@@ -8,7 +8,30 @@ facts, not a solving method:
 * ``separable`` — whether φ(q) = Σ_v φ_v(q_v) (then ``grad`` is the per-coordinate
   derivative and the exact separable solver applies);
 * ``reference_data(ctx)`` / ``cvxpy(q, data)`` — the term as a cvxpy expression, used by
-  :mod:`simplex_decode.reference` (cvxpy is imported lazily there, never here).
+  :mod:`simplex_decode.reference` (cvxpy is imported lazily there, never here);
+  ``cvxpy_constraints(q, data)`` — constraints a constraint-like term adds (:class:`Cap`).
+
+Per-coordinate interface of separable terms (what :class:`~simplex_decode.solvers.Exact`
+reads; a new separable term that implements it gets the exact solver, its certificate and
+implicit derivatives for free). With ``data = coord_data(ctx)``, a dict of arrays that
+broadcast against ``(..., V)`` (last axis ``V``: one entry per token; last axis 1 or
+scalars: per row), for ``q`` of shape ``(..., V)`` or any subset of coordinates gathered
+along the last axis together with ``data``:
+
+* ``coord_grad(q, data)`` — ``φ_v'(q_v)``, finite on ``[0, 1]`` except for entropic terms;
+* ``coord_hess(q, data)`` — ``φ_v''(q_v) ≤ 0`` (concavity);
+* ``coord_grad_inverse(y, data)`` — the ``q ≥ 0`` with ``φ_v'(q) = y`` in closed form, or
+  ``None`` (the solver then runs a vectorised safeguarded Newton per coordinate);
+* ``entropic = True`` — ``φ_v'(q) = ℓ_v − log q − 1`` with ``ℓ = data["log_base"]``
+  (Shannon entropy: ℓ = 0, −KL(q‖p): ℓ = log p). The solver folds all entropic terms into
+  one closed form ``q_v ∝ exp(…/Σc)``;
+* ``active_indices(ctx)`` — ``(..., M)`` token ids (static ``M``) outside which ``φ_v ≡ 0``,
+  or ``None``. When the only non-entropic term has one, the exact solver sums every other
+  coordinate in closed form (one log-sum-exp) and iterates on ``M`` coordinates only;
+* ``bound = True`` and ``upper_bound(ctx)`` — a constraint ``q_v ≤ u_v`` (value 0 inside).
+
+``grad(q, ctx)``, ``hess(q, ctx)`` and ``grad_inverse(y, ctx)`` are the same on the full
+vocabulary.
 
 Closed forms (see :mod:`simplex_decode.solvers.closed_form`) recognise combinations of
 these types; terms themselves never name a decoder.
@@ -23,7 +46,7 @@ import jax.numpy as jnp
 
 from ._core import check_range, per_row, pytree_dataclass, require, set_field, static_field
 
-__all__ = ["Term", "Entropy", "SquaredL2", "Tsallis", "KL", "Coverage"]
+__all__ = ["Term", "Entropy", "SquaredL2", "Tsallis", "KL", "Coverage", "Cap"]
 
 
 def _w(x, like):
@@ -36,6 +59,12 @@ def _xlogx(q):
     return jnp.where(q > 0, q * jnp.log(safe), 0.0)
 
 
+def _float_array(x):
+    """float32, or float64 when given float64 (so x64 derivatives stay exact)."""
+    x = jnp.asarray(x)
+    return x if x.dtype == jnp.float64 else x.astype(jnp.float32)
+
+
 def _check_weight(owner, weight):
     return check_range(owner, "weight", weight, lo=0.0)
 
@@ -44,13 +73,44 @@ class Term:
     """Base class of concave terms. Subclasses are final pytree dataclasses."""
 
     separable: ClassVar[bool] = True
+    entropic: ClassVar[bool] = False  # φ_v'(q) = data["log_base"]_v − log q − 1
+    bound: ClassVar[bool] = False  # constraint-like: q_v ≤ upper_bound(ctx), value 0 inside
     weight: Any
 
     def value(self, q, ctx):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def grad(self, q, ctx):  # pragma: no cover - interface
+    def grad(self, q, ctx):
+        return self.coord_grad(q, self.coord_data(ctx))
+
+    def hess(self, q, ctx):
+        """Per-coordinate second derivative ``φ_v''(q_v) ≤ 0`` (separable terms)."""
+        return self.coord_hess(q, self.coord_data(ctx))
+
+    def grad_inverse(self, y, ctx):
+        """``q ≥ 0`` with ``φ_v'(q_v) = y_v`` in closed form, or None."""
+        return self.coord_grad_inverse(y, self.coord_data(ctx))
+
+    def coord_data(self, ctx) -> dict:
+        """Per-coordinate data of ``φ_v`` (arrays broadcastable to ``(..., V)``)."""
+        return {}
+
+    def coord_grad(self, q, data):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def coord_hess(self, q, data):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def coord_grad_inverse(self, y, data):
+        return None
+
+    def active_indices(self, ctx):
+        """``(..., M)`` ids (static ``M``) outside which ``φ_v ≡ 0``, or None (all)."""
+        return None
+
+    def cvxpy_constraints(self, q, data) -> list:
+        """Constraints the term adds to the cvxpy reference problem."""
+        return []
 
     def reference_data(self, ctx) -> dict:
         """Arrays (batch-shaped or ``(..., V)``) the cvxpy expression needs, per row."""
@@ -65,6 +125,7 @@ class Entropy(Term):
     """Shannon entropy ``H(q) = −Σ_v q_v log q_v``. Alone, its optimum is ``softmax(s / c)``."""
 
     weight: Any = 1.0
+    entropic: ClassVar[bool] = True
 
     def __post_init__(self):
         set_field(self, "weight", _check_weight("Entropy", self.weight))
@@ -74,6 +135,18 @@ class Entropy(Term):
 
     def grad(self, q, ctx):
         return -(jnp.log(q) + 1.0)
+
+    def coord_data(self, ctx):
+        return {"log_base": jnp.zeros((), ctx.logits.dtype)}
+
+    def coord_grad(self, q, data):
+        return data["log_base"] - jnp.log(q) - 1.0
+
+    def coord_hess(self, q, data):
+        return -1.0 / q
+
+    def coord_grad_inverse(self, y, data):
+        return jnp.exp(data["log_base"] - y - 1.0)
 
     def cvxpy(self, q, data):
         import cvxpy as cp
@@ -95,6 +168,15 @@ class SquaredL2(Term):
 
     def grad(self, q, ctx):
         return -q
+
+    def coord_grad(self, q, data):
+        return -q
+
+    def coord_hess(self, q, data):
+        return -jnp.ones_like(q)
+
+    def coord_grad_inverse(self, y, data):
+        return -y
 
     def cvxpy(self, q, data):
         import cvxpy as cp
@@ -125,6 +207,24 @@ class Tsallis(Term):
         a = _w(self.alpha, q)
         return (1.0 - a * q ** (a - 1.0)) / (a * (a - 1.0))
 
+    def coord_data(self, ctx):
+        return {"alpha": per_row(self.alpha, ctx.logits.shape[:-1], ctx.logits.dtype)}
+
+    def coord_grad(self, q, data):
+        a = data["alpha"]
+        return (1.0 - a * q ** (a - 1.0)) / (a * (a - 1.0))
+
+    def coord_hess(self, q, data):
+        a = data["alpha"]
+        pos = q > 0
+        at_zero = jnp.where(a < 2.0, -jnp.inf, jnp.where(a == 2.0, -1.0, 0.0))
+        return jnp.where(pos, -(jnp.where(pos, q, 1.0) ** (a - 2.0)), at_zero)
+
+    def coord_grad_inverse(self, y, data):
+        a = data["alpha"]
+        base = jnp.maximum((1.0 - a * (a - 1.0) * y) / a, 0.0)
+        return base ** (1.0 / (a - 1.0))
+
     def reference_data(self, ctx):
         return {"alpha": per_row(self.alpha, ctx.logits.shape[:-1])[..., 0]}
 
@@ -132,7 +232,7 @@ class Tsallis(Term):
         import cvxpy as cp
 
         a = float(data["alpha"])
-        return (cp.sum(q) - cp.sum(cp.power(q, a))) / (a * (a - 1.0))
+        return (cp.sum(q) - cp.sum(cp.power(q, a, approx=False))) / (a * (a - 1.0))
 
 
 @pytree_dataclass
@@ -146,11 +246,12 @@ class KL(Term):
 
     weight: Any = 1.0
     reference: Any = None
+    entropic: ClassVar[bool] = True
 
     def __post_init__(self):
         set_field(self, "weight", _check_weight("KL", self.weight))
         if self.reference is not None:
-            r = jnp.asarray(self.reference, jnp.float32)
+            r = _float_array(self.reference)
             require(r.ndim >= 1, "KL: `reference` must have shape (V,) or (..., V)", r.shape)
             require((r >= 0) & jnp.isfinite(r), "KL: `reference` probabilities must be finite and >= 0")
             s = jnp.sum(r, axis=-1)
@@ -176,6 +277,18 @@ class KL(Term):
 
     def grad(self, q, ctx):
         return -(jnp.log(q) - self.log_reference(ctx) + 1.0)
+
+    def coord_data(self, ctx):
+        return {"log_base": self.log_reference(ctx)}
+
+    def coord_grad(self, q, data):
+        return data["log_base"] - jnp.log(q) - 1.0
+
+    def coord_hess(self, q, data):
+        return -1.0 / q
+
+    def coord_grad_inverse(self, y, data):
+        return jnp.exp(data["log_base"] - y - 1.0)
 
     def reference_data(self, ctx):
         return {"log_ref": self.log_reference(ctx)}
@@ -220,7 +333,7 @@ class Coverage(Term):
             set_field(self, "weights", None)
         else:
             set_field(self, "rule", "array")
-            w = jnp.asarray(self.weights, jnp.float32)
+            w = _float_array(self.weights)
             require(w.ndim >= 1, "Coverage: `weights` must have shape (V,) or (..., V)", w.shape)
             require(jnp.isfinite(w) & (w >= 0), "Coverage: `weights` must be finite and >= 0")
             set_field(self, "weights", w)
@@ -244,7 +357,13 @@ class Coverage(Term):
             f"Coverage: `weights` must have V={V} entries in its last axis",
             self.weights.shape,
         )
-        return jnp.broadcast_to(self.weights.astype(ctx.logits.dtype), ctx.logits.shape)
+        try:
+            return jnp.broadcast_to(self.weights.astype(ctx.logits.dtype), ctx.logits.shape)
+        except ValueError as e:
+            raise ValueError(
+                f"Coverage: `weights` of shape {self.weights.shape} does not broadcast to the logits "
+                f"shape {ctx.logits.shape}"
+            ) from e
 
     def value(self, q, ctx):
         w = self.coverage_weights(ctx)
@@ -253,6 +372,25 @@ class Coverage(Term):
     def grad(self, q, ctx):
         w = self.coverage_weights(ctx)
         return w * self.k * (1.0 - q) ** (self.k - 1)
+
+    def coord_data(self, ctx):
+        return {"w": self.coverage_weights(ctx)}
+
+    def coord_grad(self, q, data):
+        return data["w"] * self.k * (1.0 - q) ** (self.k - 1)
+
+    def coord_hess(self, q, data):
+        if self.k == 1:
+            return jnp.zeros_like(q * data["w"])
+        return -data["w"] * (self.k * (self.k - 1)) * (1.0 - q) ** (self.k - 2)
+
+    def active_indices(self, ctx):
+        if self.rule != "top_m":
+            return None
+        if self.top_m > ctx.logits.shape[-1]:
+            raise ValueError(f"Coverage: `top_m` must be in [1, V={ctx.logits.shape[-1]}], got {self.top_m}")
+        # lax.top_k keeps the lowest ids among ties, as coverage_weights does.
+        return jax.lax.top_k(ctx.log_model, self.top_m)[1]
 
     def reference_data(self, ctx):
         return {"w": self.coverage_weights(ctx)}
@@ -263,4 +401,61 @@ class Coverage(Term):
         w = data["w"]
         if self.k == 1:
             return w @ q
-        return cp.sum(w) - w @ cp.power(1 - q, self.k)
+        import numpy as np
+
+        # Only coordinates with w > 0 need a power cone (keeps large-V references small).
+        nz = np.flatnonzero(np.asarray(w) > 0)
+        if nz.size == 0:
+            return 0.0
+        return float(np.sum(w[nz])) - w[nz] @ cp.power(1 - q[nz], self.k)
+
+
+@pytree_dataclass
+class Cap(Term):
+    """Per-coordinate upper bound ``q_v ≤ c``: the indicator of the capped simplex.
+
+    Its value is 0 when every ``q_v ≤ c`` (up to a few ulps) and ``−inf`` otherwise; it has
+    no gradient and contributes the constraint ``q ≤ c`` to the cvxpy reference. ``c`` is a
+    leaf (a scalar or per-row array, ``c > 0``); the problem is feasible only when
+    ``c·|support| ≥ 1`` (checked by the solver). With :class:`Entropy` it gives the capped
+    softmax ``q_v = min(c, exp((s_v − ν)/a − 1))`` (water-filling), solved by
+    :class:`~simplex_decode.solvers.Exact`.
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> obj = sd.Objective(terms=(sd.Entropy(), sd.Cap(0.5)))
+      >>> q = sd.Decoder(obj, solver="exact").probs(jnp.array([4.0, 0.0, 0.0]))
+      >>> [round(float(v), 4) for v in q]
+      [0.5, 0.25, 0.25]
+    """
+
+    c: Any = 1.0
+    weight: ClassVar[float] = 1.0
+    bound: ClassVar[bool] = True
+
+    def __post_init__(self):
+        set_field(self, "c", check_range("Cap", "c", self.c, lo=0.0, lo_open=True))
+
+    def upper_bound(self, ctx):
+        """The bound ``u`` broadcastable to ``(..., V)`` (per row: shape ``(..., 1)``)."""
+        return per_row(self.c, ctx.logits.shape[:-1], ctx.logits.dtype)
+
+    def value(self, q, ctx):
+        c = per_row(self.c, q.shape[:-1], q.dtype)
+        slack = 8 * jnp.finfo(q.dtype).eps * jnp.maximum(c, 1.0)
+        return jnp.where(jnp.all(q <= c + slack, axis=-1), 0.0, -jnp.inf).astype(q.dtype)
+
+    def coord_grad(self, q, data):
+        return jnp.zeros_like(q)
+
+    def coord_hess(self, q, data):
+        return jnp.zeros_like(q)
+
+    def reference_data(self, ctx):
+        return {"c": per_row(self.c, ctx.logits.shape[:-1])[..., 0]}
+
+    def cvxpy(self, q, data):
+        return 0.0
+
+    def cvxpy_constraints(self, q, data):
+        return [q <= float(data["c"])]

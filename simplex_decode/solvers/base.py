@@ -2,7 +2,8 @@
 
 A solver is a pytree dataclass with ``__call__(objective, problem) -> (q, stats)``. It
 reads only the *structure* of the Objective (term types, separability) and never names a
-decoder. ``Auto`` picks the closed form when the term types are recognised.
+decoder. ``Auto`` picks the closed form when the term types are recognised, else the
+exact separable solver when every term is separable, else mirror ascent.
 """
 
 from __future__ import annotations
@@ -48,13 +49,20 @@ class ClosedForm(Solver):
 
 @pytree_dataclass
 class Auto(Solver):
-    """Closed form when the term types are recognised."""
+    """Closed form when the term types are recognised; else :class:`~.exact.Exact` for
+    separable objectives; else :class:`~.mirror.Mirror` with a tolerance stop
+    (``step_size=None``: ``1/Σ_j c_j`` per row, at most 1000 steps, ``tol=1e-7``)."""
 
     def select(self, objective) -> Solver:
         if closed_form_kind(objective.terms) is not None:
             return ClosedForm()
-        names = ", ".join(type(t).__name__ for t in objective.terms)
-        raise ValueError(f"solver: no solver available for the terms ({names})")
+        if objective.separable:
+            from .exact import Exact
+
+            return Exact()
+        from .mirror import Mirror
+
+        return Mirror(steps=1000, step_size=None, tol=1e-7)
 
     def __call__(self, objective, problem):
         return self.select(objective)(objective, problem)
