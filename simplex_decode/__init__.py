@@ -10,6 +10,7 @@ from .adaptive import EDT, DynamicTemperature, EntropixTemperature, entropy_stat
 from .decoders import (
     Decoder,
     best_of_k,
+    capped,
     chain,
     checked,
     dynamic_temperature,
@@ -19,6 +20,7 @@ from .decoders import (
     epsilon,
     eta,
     greedy,
+    js_anchored,
     kl_anchored,
     min_p,
     sparsemax,
@@ -28,6 +30,7 @@ from .decoders import (
     top_k,
     top_n_sigma,
     top_p,
+    tsallis_coverage,
     typical,
 )
 from .generate import GenerateResult, generate
@@ -59,7 +62,7 @@ from .strategies import (
     self_consistency,
 )
 from .supports import Epsilon, Eta, Full, Mask, MinP, SupportRule, TopA, TopH, TopK, TopNSigma, TopP, Typical
-from .terms import KL, Cap, Coverage, Entropy, SquaredL2, Term, Tsallis
+from .terms import KL, Cap, Coverage, Entropy, JensenShannon, SquaredL2, Term, Tsallis
 
 __version__ = "0.1.0"
 
@@ -148,3 +151,5 @@ __all__ += [
 ]
 
 __all__ += ["Cap", "Exact", "Mirror", "ProjectedGradient", "analysis", "best_of_k"]
+
+__all__ += ["JensenShannon", "capped", "js_anchored", "tsallis_coverage"]

@@ -39,7 +39,7 @@ from .solvers.base import Auto, ClosedForm, Solution, Solver
 from .solvers.exact import Exact
 from .solvers.mirror import Mirror, ProjectedGradient
 from .supports import Epsilon, Eta, Mask, MinP, SupportRule, TopA, TopH, TopK, TopNSigma, TopP, Typical
-from .terms import KL, Coverage, Entropy, SquaredL2, Term, Tsallis
+from .terms import KL, Cap, Coverage, Entropy, JensenShannon, SquaredL2, Term, Tsallis
 
 __all__ = [
     "Decoder",
@@ -481,3 +481,51 @@ def best_of_k(
 
 
 __all__ += ["best_of_k"]
+
+
+# --- Decoders none of the peers ship: a few declarative lines each ---
+#
+# No closed form recognises these term combinations, so solver="auto" resolves to the
+# exact separable solver (every term is separable); each is checked against cvxpy.
+
+
+def capped(c, temperature=1.0) -> Decoder:
+    """``argmax_{q ∈ Δ, q_v ≤ c} <q, logits/temperature> + H(q)``: no token gets more than ``c``.
+
+    The capped softmax ``q_v = min(c, exp(s_v − ν − 1))`` (water-filling: the tokens the
+    softmax would give more than ``c`` are held at ``c`` and the rest is spread over the
+    others in softmax proportions). ``c ≥ max softmax`` is the plain softmax; ``c·|S| ≥ 1``
+    is needed for a feasible problem (``c = 1/V`` gives the uniform distribution).
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> [round(float(v), 4) for v in sd.capped(0.5).probs(jnp.array([4.0, 0.0, 0.0]))]
+      [0.5, 0.25, 0.25]
+    """
+    return Decoder(Objective(terms=(Entropy(), Cap(c)), transforms=_tempered(temperature)))
+
+
+def js_anchored(lam, reference=None, temperature=1.0) -> Decoder:
+    """``argmax_q <q, s> − lam·JS(q ‖ p)``, ``s = logits/temperature``: anchored to ``p`` by the
+    bounded, symmetric Jensen–Shannon divergence instead of KL.
+
+    ``q_v = r_v p_v / (2 − r_v)``, ``r_v = exp(2(s_v − ν)/lam)``; ``p`` defaults to the
+    model's ``softmax(logits)``. ``lam → ∞`` gives ``p``, ``lam → 0`` the argmax.
+    """
+    return Decoder(Objective(terms=JensenShannon(lam, reference), transforms=_tempered(temperature)))
+
+
+def tsallis_coverage(k=4, *, alpha=1.5, lam=1.0, beta=0.5, weights="model", top_m=8, temperature=1.0) -> Decoder:
+    """``argmax_q <q, s> + lam·H_α(q) + lam·beta·U_K(q)``: a sparse Best-of-K.
+
+    The Tsallis α-entropy (α-entmax: tokens below a threshold get exactly 0) replaces the
+    paper's KL anchor, and the K-coverage ``U_K(q) = Σ w_v (1 − (1 − q_v)^K)`` rewards
+    spreading mass over the tokens ``w`` marks (``weights``: ``"model"``, ``"top_m"`` or an
+    array, as in :class:`~simplex_decode.terms.Coverage`). ``beta = 0`` is α-entmax of
+    ``s/lam``.
+    """
+    terms = (Tsallis(alpha, weight=lam), Coverage(k, weights, weight=jnp.asarray(lam) * jnp.asarray(beta), top_m=top_m))
+    return Decoder(Objective(terms=terms, transforms=_tempered(temperature)))
+
+
+__all__ += ["capped", "js_anchored", "tsallis_coverage"]

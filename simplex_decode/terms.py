@@ -459,3 +459,122 @@ class Cap(Term):
 
     def cvxpy_constraints(self, q, data):
         return [q <= float(data["c"])]
+
+
+_LOG2 = 0.6931471805599453  # log 2
+
+
+@pytree_dataclass
+class JensenShannon(Term):
+    """``−JS(q ‖ p)``: the Jensen–Shannon divergence to a reference ``p``, negated (concave).
+
+    .. math::
+
+        \\mathrm{JS}(q \\| p) = \\tfrac12 \\mathrm{KL}(q \\| m) + \\tfrac12 \\mathrm{KL}(p \\| m),
+        \\quad m = \\tfrac12 (q + p)
+
+    Separable: ``φ_v(q) = −½ [q log(2q/(q+p_v)) + p_v log(2p_v/(q+p_v))]`` with
+    ``φ_v'(q) = −½ log(2q/(q+p_v))`` (``+∞`` at ``q = 0``, ``−½ log 2`` as ``q → ∞``) and
+    ``φ_v''(q) = −p_v / (2q(q+p_v)) < 0``. Unlike ``−KL``, it is bounded (``0 ≤ JS ≤ log 2``)
+    and symmetric. Alone, ``argmax <q, s> − c·JS(q‖p)`` has the one-multiplier form
+    ``q_v = r_v p_v / (2 − r_v)``, ``r_v = exp(2(s_v − ν)/c)``, with ``ν`` set by ``Σ q = 1``
+    (:class:`~simplex_decode.solvers.Exact` finds it). ``reference=None`` uses the model's
+    ``softmax(logits)``; tokens with ``p_v = 0`` get ``q_v = 0``, as for :class:`KL`.
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> q = sd.js_anchored(1.0).probs(jnp.array([2.0, 1.0, 0.0]))
+      >>> [round(float(v), 4) for v in q]
+      [0.9776, 0.0214, 0.001]
+    """
+
+    weight: Any = 1.0
+    reference: Any = None
+
+    def __post_init__(self):
+        set_field(self, "weight", _check_weight("JensenShannon", self.weight))
+        if self.reference is not None:
+            r = jnp.asarray(self.reference, jnp.float32)
+            require(r.ndim >= 1, "JensenShannon: `reference` must have shape (V,) or (..., V)", r.shape)
+            require((r >= 0) & jnp.isfinite(r), "JensenShannon: `reference` probabilities must be finite and >= 0")
+            total = jnp.sum(r, axis=-1)
+            require(jnp.abs(total - 1.0) <= 1e-3, "JensenShannon: `reference` must sum to 1 along its last axis", total)
+            set_field(self, "reference", r)
+
+    def log_reference(self, ctx):
+        """``log p`` broadcast to the logits (``-inf`` where ``p = 0``)."""
+        if self.reference is None:
+            return ctx.log_model
+        r = self.reference.astype(ctx.logits.dtype)
+        require(
+            r.shape[-1] == ctx.logits.shape[-1],
+            f"JensenShannon: `reference` must have V={ctx.logits.shape[-1]} entries in its last axis",
+            r.shape,
+        )
+        r = jnp.broadcast_to(r, ctx.logits.shape)
+        return jnp.where(r > 0, jnp.log(jnp.where(r > 0, r, 1.0)), -jnp.inf)
+
+    @staticmethod
+    def _log_ratio(q, log_p):
+        """``log(2q/(q+p))`` (``-inf`` at q = 0 < p; ``log 2`` where p = 0 < q; 0 at 0/0)."""
+        pos = q > 0
+        log_q = jnp.log(jnp.where(pos, q, 1.0))
+        has_p = log_p > -jnp.inf
+        ratio = jnp.where(has_p, _LOG2 + log_q - jnp.logaddexp(log_q, jnp.where(has_p, log_p, 0.0)), _LOG2)
+        return jnp.where(pos, ratio, jnp.where(has_p, -jnp.inf, 0.0))
+
+    def coord_data(self, ctx):
+        return {"log_p": self.log_reference(ctx)}
+
+    def value(self, q, ctx):
+        log_p = self.log_reference(ctx)
+        p = jnp.exp(log_p)
+        a = jnp.where(q > 0, q * jnp.where(q > 0, self._log_ratio(q, log_p), 0.0), 0.0)
+        # p·log(2p/(q+p)) = p·(log 2 + log p − log(q+p)), finite wherever p > 0
+        has_p = p > 0
+        log_qp = jnp.logaddexp(jnp.log(jnp.where(q > 0, q, 0.0)), jnp.where(has_p, log_p, 0.0))
+        b = jnp.where(has_p, p * (_LOG2 + jnp.where(has_p, log_p, 0.0) - log_qp), 0.0)
+        return -0.5 * jnp.sum(a + b, axis=-1)
+
+    def grad(self, q, ctx):
+        return self.coord_grad(q, self.coord_data(ctx))
+
+    def coord_grad(self, q, data):
+        return -0.5 * self._log_ratio(q, data["log_p"])
+
+    def coord_hess(self, q, data):
+        log_p = data["log_p"]
+        pos = q > 0
+        log_q = jnp.log(jnp.where(pos, q, 1.0))
+        has_p = log_p > -jnp.inf
+        # −p / (2q(q+p)) = −exp(log p − log q − log(q+p)) / 2
+        lp = jnp.where(has_p, log_p, 0.0)
+        h = -0.5 * jnp.exp(lp - log_q - jnp.logaddexp(log_q, lp))
+        return jnp.where(has_p, jnp.where(pos, h, -jnp.inf), 0.0)
+
+    def coord_grad_inverse(self, y, data):
+        # −½ log(2q/(q+p)) = y  ⇔  q = r p / (2 − r),  r = exp(−2y) < 2 (else no finite q).
+        log_p = data["log_p"]
+        r = jnp.exp(-2.0 * y)
+        finite = r < 2.0
+        log_q = -2.0 * y + log_p - jnp.log(jnp.where(finite, 2.0 - r, 1.0))
+        return jnp.where(finite, jnp.exp(log_q), jnp.inf)
+
+    def reference_data(self, ctx):
+        return {"p": jnp.exp(self.log_reference(ctx))}
+
+    def cvxpy(self, q, data):
+        import cvxpy as cp
+        import numpy as np
+
+        # Called on the support, where p > 0:
+        # −JS = −½ Σ rel_entr(q, (q+p)/2) − ½ Σ p log(2p) + ½ Σ p log(q + p).
+        p = data["p"]
+        return (
+            -0.5 * cp.sum(cp.rel_entr(q, (q + p) / 2))
+            - 0.5 * float(np.sum(p * np.log(2 * p)))
+            + 0.5 * cp.sum(cp.multiply(p, cp.log(q + p)))
+        )
+
+
+__all__ += ["JensenShannon"]
