@@ -75,3 +75,24 @@ def topk_mask(x, k, mask):
     r = k - jnp.sum(strict, axis=-1, keepdims=True, dtype=jnp.int32)
     return tie_break(strict, tie, r)
 
+
+
+def topk_indices(x, m: int):
+    """Indices of the ``m`` largest entries of each row, largest first, lowest id on ties.
+
+    For small static ``m`` this is ``m`` rounds of :func:`argmax` (2 one-operand
+    reductions each) instead of ``lax.top_k``, which XLA lowers to a full sort on CPU.
+    """
+    if m > 32:
+        return lax.top_k(x, m)[1].astype(jnp.int32)
+    iota = lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+
+    def body(i, c):
+        x, out = c
+        j = argmax(x)
+        out = lax.dynamic_update_index_in_dim(out, j, i, axis=-1)
+        return jnp.where(iota == j[..., None], -jnp.inf, x), out
+
+    out = jnp.zeros(x.shape[:-1] + (m,), jnp.int32)
+    _, out = lax.fori_loop(0, m, body, (x, out))
+    return out

@@ -41,10 +41,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import jax
 import jax.numpy as jnp
 
 from ._core import check_range, per_row, pytree_dataclass, require, set_field, static_field
+from ._select import topk_indices, topk_mask
 
 __all__ = ["Term", "Entropy", "SquaredL2", "Tsallis", "KL", "Coverage", "Cap"]
 
@@ -345,13 +345,8 @@ class Coverage(Term):
                 return jnp.exp(ctx.log_model)
             if self.top_m > V:
                 raise ValueError(f"Coverage: `top_m` must be in [1, V={V}], got {self.top_m}")
-            vals, _ = jax.lax.top_k(ctx.log_model, self.top_m)
-            thr = vals[..., -1:]
-            above = ctx.log_model > thr
-            tie = ctx.log_model == thr
-            rank = jnp.cumsum(tie, axis=-1, dtype=jnp.int32)
-            n_above = jnp.sum(above, axis=-1, keepdims=True, dtype=jnp.int32)
-            return (above | (tie & (rank <= self.top_m - n_above))).astype(ctx.logits.dtype)
+            everywhere = jnp.ones(ctx.log_model.shape, bool)
+            return topk_mask(ctx.log_model, self.top_m, everywhere).astype(ctx.logits.dtype)
         require(
             self.weights.shape[-1] == V,
             f"Coverage: `weights` must have V={V} entries in its last axis",
@@ -389,8 +384,8 @@ class Coverage(Term):
             return None
         if self.top_m > ctx.logits.shape[-1]:
             raise ValueError(f"Coverage: `top_m` must be in [1, V={ctx.logits.shape[-1]}], got {self.top_m}")
-        # lax.top_k keeps the lowest ids among ties, as coverage_weights does.
-        return jax.lax.top_k(ctx.log_model, self.top_m)[1]
+        # lowest ids among ties, as coverage_weights does
+        return topk_indices(ctx.log_model, self.top_m)
 
     def reference_data(self, ctx):
         return {"w": self.coverage_weights(ctx)}
