@@ -25,10 +25,13 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
-from jax.scipy.special import gammaln, xlogy
+from jax.scipy.special import xlogy
 
 from ._core import check_range
 
@@ -70,11 +73,21 @@ def kl_to_model(q, logits):
     return jnp.sum(xlogy(q, q) - cross, axis=-1)
 
 
-def _binom_logpmf(n, j, logpi, log1mpi):
-    return (
-        gammaln(j + 1.0) - gammaln(n + 1.0) - gammaln(j - n + 1.0)
-        + jnp.where(n > 0, n * logpi, 0.0) + jnp.where(j - n > 0, (j - n) * log1mpi, 0.0)
-    )
+def _binomial_rows(pi, k):
+    """``B[..., j, n] = Binom(n; j, π)`` for ``0 ≤ n ≤ j ≤ k`` by Pascal's recursion
+    ``B_j(n) = (1 − π)·B_{j−1}(n) + π·B_{j−1}(n−1)``: sums of non-negative terms only, so
+    float32 keeps ~``√k·eps`` relative accuracy (log-gamma differences would lose
+    ``log C(k, k/2)·eps``)."""
+    pi = pi[..., None]
+    row0 = jnp.zeros(pi.shape[:-1] + (k + 1,), pi.dtype).at[..., 0].set(1.0)
+
+    def step(row, _):
+        shifted = jnp.concatenate([jnp.zeros_like(row[..., :1]), row[..., :-1]], axis=-1)
+        new = (1.0 - pi) * row + pi * shifted
+        return new, new
+
+    _, rows = lax.scan(step, row0, None, length=k)
+    return jnp.concatenate([row0[None], rows], axis=0)  # (k+1, ..., k+1): j first
 
 
 def coverage_probability(q, logits=None, *, m, k, p=None):
@@ -89,9 +102,9 @@ def coverage_probability(q, logits=None, *, m, k, p=None):
     ``k − n₁`` draws are i.i.d. from ``q`` conditioned off that token, and so on. So with
     ``π_i = q_i / (Σq − Σ_{l<i} q_l)`` and ``F_{m+1} ≡ 1``,
     ``F_i(j) = Σ_{n=1}^{j} Binom(n; j, π_i) F_{i+1}(j − n)`` and the answer is ``F_1(k)``.
-    Every term is non-negative, so unlike ``Σ_{S⊆M} (−1)^{|S|}(1 − q(S))^k`` (2^m terms with
-    cancellation) it is accurate in float32. Cost ``O(m·k²)`` per row; memory ``(k+1)²``
-    per row.
+    The binomial probabilities come from Pascal's recursion. Every term is non-negative,
+    so unlike ``Σ_{S⊆M} (−1)^{|S|}(1 − q(S))^k`` (2^m terms with cancellation) it is
+    accurate in float32 (about 1e-6). Cost ``O(m·k²)`` per row; memory ``(k+1)²`` per row.
     """
     q = _float(q)
     check_range("coverage_probability", "m", m, lo=1, hi=q.shape[-1], integer=True)
@@ -103,33 +116,33 @@ def coverage_probability(q, logits=None, *, m, k, p=None):
         score = jax.nn.log_softmax(jnp.asarray(logits, q.dtype), axis=-1)
     else:
         score = jnp.asarray(p, q.dtype)
-    score = jnp.broadcast_to(score, q.shape)
+    return _coverage(q, jnp.broadcast_to(score, q.shape), m, k)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _coverage(q, score, m, k):
     _, idx = lax.top_k(score, m)
     qm = jnp.take_along_axis(q, idx, axis=-1)  # (..., m)
-    total = jnp.sum(q, axis=-1, keepdims=True)
-    before = jnp.cumsum(qm, axis=-1) - qm
-    rem = total - before
+    # Mass not yet conditioned away, as sums of non-negative terms (no cancellation when
+    # the top tokens hold almost all of q): the mass outside M plus q_i + … + q_m.
+    in_top = jnp.sum(jax.nn.one_hot(idx, q.shape[-1], dtype=q.dtype), axis=-2) > 0
+    outside = jnp.sum(jnp.where(in_top, 0.0, q), axis=-1, keepdims=True)
+    rem = outside + jnp.cumsum(qm[..., ::-1], axis=-1)[..., ::-1]
     pi = jnp.clip(qm / jnp.where(rem > 0, rem, 1.0), 0.0, 1.0)
     pi = jnp.where(rem > 0, pi, 0.0)
-    logpi = jnp.log(jnp.where(pi > 0, pi, 1.0))
-    logpi = jnp.where(pi > 0, logpi, -jnp.inf)
-    log1mpi = jnp.log(jnp.where(pi < 1, 1.0 - pi, 1.0))
-    log1mpi = jnp.where(pi < 1, log1mpi, -jnp.inf)
+    j = np.arange(k + 1)[:, None]  # draws available
+    r = np.arange(k + 1)[None, :]  # draws left for the next tokens
+    n = np.clip(j - r, 0, k)  # draws on this token (≥ 1 where used)
+    valid = jnp.asarray(j - r >= 1)
 
-    j = jnp.arange(k + 1, dtype=q.dtype)[:, None]  # draws available
-    r = jnp.arange(k + 1, dtype=q.dtype)[None, :]  # draws left for the next tokens
-    n = j - r  # draws on this token (≥ 1)
-    valid = n >= 1
-
-    def step(F, args):
-        lp, l1p = args  # (...,)
-        lpmf = _binom_logpmf(n, j, lp[..., None, None], l1p[..., None, None])
-        T = jnp.where(valid, jnp.exp(jnp.where(valid, lpmf, -jnp.inf)), 0.0)
+    def step(F, pi_i):
+        B = jnp.moveaxis(_binomial_rows(pi_i, k), 0, -2)  # (..., j, n)
+        T = jnp.take_along_axis(B, jnp.broadcast_to(jnp.asarray(n), B.shape), axis=-1)  # (..., j, r)
+        T = jnp.where(valid, T, 0.0)
         return jnp.einsum("...jr,...r->...j", T, F), None
 
     F0 = jnp.ones(q.shape[:-1] + (k + 1,), q.dtype)
-    xs = (jnp.moveaxis(logpi, -1, 0)[::-1], jnp.moveaxis(log1mpi, -1, 0)[::-1])
-    F, _ = lax.scan(step, F0, xs)
+    F, _ = lax.scan(step, F0, jnp.moveaxis(pi, -1, 0)[::-1])
     return jnp.clip(F[..., k], 0.0, 1.0)
 
 
@@ -144,7 +157,11 @@ def effective_temperature(q, logits, *, iters=96):
     temperature is closer than τ = ∞). Tokens with ``-inf`` logits are ignored.
     """
     q = _float(q)
-    x = jnp.asarray(logits, q.dtype)
+    return _effective_temperature(q, jnp.asarray(logits, q.dtype), int(iters))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _effective_temperature(q, x, iters):
     fin = jnp.isfinite(x)
     xs = jnp.where(fin, x, 0.0)
     qs = jnp.where(fin, q, 0.0)
@@ -170,13 +187,34 @@ def effective_temperature(q, logits, *, iters=96):
 
     lo, hi = lax.fori_loop(0, iters, body, (lo, hi))
     tau = jnp.exp(-0.5 * (lo + hi))
+    # Within rounding of the uniform mean (e.g. q uniform): no finite temperature.
+    flat = target - mean <= 16 * jnp.finfo(q.dtype).eps * (jnp.abs(mean) + spread)
     tau = jnp.where(target >= xmax, 0.0, tau)
-    tau = jnp.where(target <= mean, jnp.inf, tau)
+    tau = jnp.where(flat, jnp.inf, tau)
     return tau[..., 0]
 
 
-def _prepared(objective, logits, history, history_mask):
-    return objective.prepare(logits, history=history, history_mask=history_mask)
+def _check_q(name, q, logits):
+    q, logits = jnp.asarray(q), jnp.asarray(logits)
+    if q.shape != logits.shape:
+        raise ValueError(f"{name}: `q` must have the logits' shape {logits.shape}, got {q.shape}")
+
+
+@jax.jit
+def _kkt(objective, logits, q, history, history_mask):
+    from .solvers.exact import kkt_residual as _residual
+
+    problem = objective.prepare(logits, history=history, history_mask=history_mask)
+    return _residual(objective.terms, problem, jnp.asarray(q, problem.scores.dtype))
+
+
+@jax.jit
+def _gap(objective, solver, logits, q, history, history_mask):
+    from .decoders import Decoder
+
+    problem = objective.prepare(logits, history=history, history_mask=history_mask)
+    best = Decoder(objective, solver=solver).solve(logits, history=history, history_mask=history_mask).q
+    return objective.value(best, problem) - objective.value(jnp.asarray(q, problem.scores.dtype), problem)
 
 
 def kkt_residual(objective, logits, q, *, history=None, history_mask=None):
@@ -187,30 +225,20 @@ def kkt_residual(objective, logits, q, *, history=None, history_mask=None):
     explains ``q`` (see :func:`simplex_decode.solvers.exact.kkt_residual`). It is 0 at the
     optimum and in probability units (an L1 distance) otherwise.
     """
-    from .solvers.exact import kkt_residual as _kkt
-
     if not objective.separable:
         raise ValueError("kkt_residual: needs a separable objective")
-    problem = _prepared(objective, logits, history, history_mask)
-    q = jnp.asarray(q, problem.scores.dtype)
-    if q.shape != problem.scores.shape:
-        raise ValueError(f"kkt_residual: `q` must have the logits' shape {problem.scores.shape}, got {q.shape}")
-    return _kkt(objective.terms, problem, q)
+    _check_q("kkt_residual", q, logits)
+    return _kkt(objective, logits, q, history, history_mask)
 
 
 def objective_gap(objective, logits, q, *, history=None, history_mask=None):
     """``f(q*) − f(q) ≥ 0``: the objective lost by ``q`` against the exact optimum ``q*``
     (closed form where one exists, else :class:`~simplex_decode.solvers.Exact`).
     ``+inf`` when ``q`` puts mass off the support."""
-    from .decoders import Decoder
     from .solvers.base import Auto
 
     solver = Auto().select(objective)
     if type(solver).__name__ not in ("ClosedForm", "Exact"):
         raise ValueError("objective_gap: needs an objective with a closed form or separable terms")
-    problem = _prepared(objective, logits, history, history_mask)
-    q = jnp.asarray(q, problem.scores.dtype)
-    if q.shape != problem.scores.shape:
-        raise ValueError(f"objective_gap: `q` must have the logits' shape {problem.scores.shape}, got {q.shape}")
-    best = Decoder(objective, solver=solver).solve(logits, history=history, history_mask=history_mask).q
-    return objective.value(best, problem) - objective.value(q, problem)
+    _check_q("objective_gap", q, logits)
+    return _gap(objective, solver, logits, q, history, history_mask)

@@ -432,7 +432,8 @@ def best_of_k(
       top_m: ``m`` for ``weights="top_m"`` (default 8, the follow-up's).
       temperature: divides the logits in ``s`` only (``p`` stays the model's); ``0`` is greedy.
       solver: ``"exact"`` (default: the exact optimum is cheap), ``"mirror"``
-        (Algorithm 1), ``"projected_gradient"``, or any solver name / Solver object.
+        (Algorithm 1), ``"projected_gradient"`` (the Euclidean variant; unstable with the
+        KL term's infinite slope at 0, kept for comparison), or any Solver object.
       steps: ``J`` for ``"mirror"`` / ``"projected_gradient"`` (default 5, the paper's).
       step_size: ``η`` for those solvers (default 1.0; the paper leaves it unstated, and
         ``η·λ ≤ 1`` keeps the KL part of the iteration a contraction).
@@ -471,7 +472,11 @@ def best_of_k(
         if w.ndim < 1:
             raise ValueError(f"best_of_k: `weights` must be an array of shape (V,) or (..., V), got shape {w.shape}")
         require(jnp.isfinite(w) & (w >= 0), "best_of_k: `weights` must be finite and >= 0")
-    terms = (KL(lam), Coverage(int(k), weights, weight=lam * beta, top_m=int(top_m)))
+    # λβ in the wider of the two dtypes (a weak-typed float64 λ times a float32 β would
+    # otherwise round to float32 and break float64 derivatives).
+    lam, beta = jnp.asarray(lam), jnp.asarray(beta)
+    wide = jnp.promote_types(lam.dtype, beta.dtype)
+    terms = (KL(lam), Coverage(int(k), weights, weight=lam.astype(wide) * beta.astype(wide), top_m=int(top_m)))
     if solver == "mirror":
         solver = Mirror(steps=int(steps), step_size=step_size)
     elif solver == "projected_gradient":

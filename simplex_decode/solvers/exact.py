@@ -499,6 +499,11 @@ def _solve(cfg, s, mask, terms, ctx):
     return _solve_impl(cfg, s, mask, terms, ctx)
 
 
+# Jitted so that eager calls compile once per objective structure (inside a caller's jit
+# it is inlined); the loops would otherwise be re-traced and re-compiled on every call.
+_solve_jit = jax.jit(_solve, static_argnums=0)
+
+
 @_solve.defjvp
 def _solve_jvp(cfg, primals, tangents):
     s, mask, terms, ctx = primals
@@ -586,6 +591,10 @@ def duality_gap(objective, problem, q, nu, *, inner_steps=64):
     return jnp.where(P.all_zero[..., 0], 0.0, dual - objective.value(q, problem))
 
 
+_kkt_jit = jax.jit(kkt_residual, static_argnames=("inner_steps",))
+_gap_jit = jax.jit(duality_gap, static_argnames=("inner_steps",))
+
+
 # --------------------------------------------------------------------------------------
 # The solver object
 # --------------------------------------------------------------------------------------
@@ -644,12 +653,11 @@ class Exact(Solver):
                 "Cap: the bounds must leave a feasible distribution (c·|support| >= 1 in every row)",
                 cap_total,
             )
-        q, nu, it, inner, converged = _solve(cfg, problem.scores, problem.mask, terms, problem.ctx)
+        q, nu, it, inner, converged = _solve_jit(cfg, problem.scores, problem.mask, terms, problem.ctx)
         stats = {"iterations": it, "inner_iterations": inner, "converged": converged}
         if self.certificate:
             qs = lax.stop_gradient(q)
-            stats["kkt_residual"] = kkt_residual(terms, problem, qs, inner_steps=max(self.inner_steps, 64))
-            stats["duality_gap"] = duality_gap(
-                objective, problem, qs, lax.stop_gradient(nu), inner_steps=max(self.inner_steps, 64)
-            )
+            steps = max(self.inner_steps, 64)
+            stats["kkt_residual"] = _kkt_jit(terms, problem, qs, inner_steps=steps)
+            stats["duality_gap"] = _gap_jit(objective, problem, qs, lax.stop_gradient(nu), inner_steps=steps)
         return q, stats

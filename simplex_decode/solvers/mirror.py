@@ -166,6 +166,9 @@ class Mirror(Solver):
 
     def __call__(self, objective, problem):
         _check_terms(objective, "Mirror")
+        return _jitted_run(self, objective, problem)
+
+    def _run(self, objective, problem):
         s, mask = problem.scores, problem.mask
         batch, dtype = s.shape[:-1], s.dtype
         weights = _weights(objective, batch, dtype)
@@ -213,9 +216,11 @@ class ProjectedGradient(Solver):
     """Projected gradient ascent ``q ← Π_{Δ∩S}(q + η ∇f(q))`` from ``q₀ = p``.
 
     The Euclidean step the paper contrasts with mirror ascent; it works for any term with
-    a gradient (non-separable ones included) and reaches exact zeros. Gradients of
-    entropic terms at ``q_v = 0`` are evaluated at the smallest normal float instead
-    (they are ``+∞`` there).
+    a gradient (non-separable ones included) and reaches exact zeros, so it suits
+    Euclidean objectives (squared-L2, Tsallis, coverage). It is a poor fit for entropic
+    terms (entropy, KL): their gradient is ``+∞`` at ``q_v = 0`` (evaluated here at the
+    smallest normal float), and a projection that zeroes a coordinate makes the next step
+    jump — use :class:`Mirror` or the exact solver for those.
 
     Args:
       steps: number of steps (static); step_size: ``η > 0`` (leaf); tol: optional early
@@ -245,6 +250,9 @@ class ProjectedGradient(Solver):
 
     def __call__(self, objective, problem):
         _check_terms(objective, "ProjectedGradient")
+        return _jitted_run(self, objective, problem)
+
+    def _run(self, objective, problem):
         s, mask = problem.scores, problem.mask
         batch, dtype = s.shape[:-1], s.dtype
         weights = _weights(objective, batch, dtype)
@@ -264,3 +272,9 @@ class ProjectedGradient(Solver):
         zero = _all_zero(weights, batch)
         q = jnp.where(zero, argmax_onehot(s, mask), q)
         return q, {"iterations": jnp.where(zero[..., 0], 0, it), "converged": conv | zero[..., 0]}
+
+
+@jax.jit
+def _jitted_run(solver, objective, problem):
+    # One compilation per (solver, objective) structure for eager calls; inlined under jit.
+    return solver._run(objective, problem)
