@@ -174,7 +174,7 @@ def main(argv=None):
     table += "\nBaselines (ms/step):\n\n| B | V | dtype | floor | JAX sort top-p | HF top-p + multinomial | torch per-row BoK mirror |\n|---|---|---|---|---|---|---|\n"
     for key in base_lines:
         r = next(r for r in rows if (r["B"], r["V"], r["dtype"]) == key)
-        g = lambda k: f"{r['base_' + k] * 1e3:.3f}" if "base_" + k in r else "–"  # noqa: E731
+        g = lambda k, r=r: f"{r['base_' + k] * 1e3:.3f}" if "base_" + k in r else "–"  # noqa: E731
         table += f"| {key[0]} | {key[1]} | {key[2]} | {g('floor')} | {g('jax_sort_top_p')} | {g('hf_top_p')} | {g('torch_bok_mirror')} |\n"
     if args.out:
         with open(args.out, "w") as f:
@@ -188,7 +188,7 @@ def main(argv=None):
         sel = [r for r in rows if r["dtype"] == "float32"]
         keys = sorted({(r["B"], r["V"]) for r in sel})
         fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 4), squeeze=False)
-        for ax, key in zip(axes[0], keys):
+        for ax, key in zip(axes[0], keys, strict=True):
             rs = [r for r in sel if (r["B"], r["V"]) == key]
             ax.barh([r["decoder"] for r in rs], [r["t"] * 1e3 for r in rs])
             ax.axvline(rs[0]["base_floor"] * 1e3, color="k", ls="--", label="floor")

@@ -14,10 +14,12 @@ def _logits(shape, seed=0):
     return (np.random.default_rng(seed).standard_normal(shape) * 2).astype(np.float32)
 
 
-def _presets(per_row):
-    t = np.array([0.5, 1.0, 1.7], np.float32) if per_row else 0.8
-    p = np.array([0.3, 0.8, 1.0], np.float32) if per_row else 0.8
-    k = np.array([1, 4, 9]) if per_row else 4
+T_ROWS = np.array([0.5, 1.0, 1.7], np.float32)
+P_ROWS = np.array([0.3, 0.8, 1.0], np.float32)
+K_ROWS = np.array([1, 4, 9])
+
+
+def _make(t, p, k):
     return {
         "temperature": sd.temperature(t),
         "top_k": sd.top_k(k, temperature=t),
@@ -29,19 +31,12 @@ def _presets(per_row):
     }
 
 
+def _presets(per_row):
+    return _make(T_ROWS, P_ROWS, K_ROWS) if per_row else _make(0.8, 0.8, 4)
+
+
 def _row_preset(name, i):
-    t = [0.5, 1.0, 1.7][i]
-    p = [0.3, 0.8, 1.0][i]
-    k = [1, 4, 9][i]
-    return {
-        "temperature": sd.temperature(t),
-        "top_k": sd.top_k(k, temperature=t),
-        "top_p": sd.top_p(p, temperature=t),
-        "min_p": sd.min_p(p * 0.2, temperature=t),
-        "sparsemax": sd.sparsemax(t),
-        "entmax": sd.entmax(1.5, t),
-        "kl_anchored": sd.kl_anchored(t, temperature=t),
-    }[name]
+    return _make(float(T_ROWS[i]), float(P_ROWS[i]), int(K_ROWS[i]))[name]
 
 
 @pytest.mark.parametrize("name", sorted(_presets(False)))
