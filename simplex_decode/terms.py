@@ -41,10 +41,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import jax
 import jax.numpy as jnp
 
 from ._core import check_range, per_row, pytree_dataclass, require, set_field, static_field
-from ._select import topk_indices, topk_mask
+from ._select import topk_indices
 
 __all__ = ["Term", "Entropy", "SquaredL2", "Tsallis", "KL", "Coverage", "Cap"]
 
@@ -57,6 +58,39 @@ def _w(x, like):
 def _xlogx(q):
     safe = jnp.where(q > 0, q, 1.0)
     return jnp.where(q > 0, q * jnp.log(safe), 0.0)
+
+
+def _top_m_ids(x, m: int, chunk: int = 256):
+    """Ids of the ``m`` largest entries per row (largest first, lowest id on ties).
+
+    One pass over the row plus two small sorts: the row is cut into chunks of ``chunk``
+    entries; the ``m`` largest entries lie in the ``m`` chunks with the largest maxima
+    (each chunk maximum outside them is beaten by ``m`` others, ties by lower ids), so only
+    ``m·chunk`` candidates, kept in id order, go through ``lax.top_k`` (a full sort on XLA
+    CPU: of the whole row it would cost ~30 passes).
+    """
+    V = x.shape[-1]
+    n = -(-V // chunk)
+    if m * chunk * 2 > V or n <= m:
+        return topk_indices(x, m)
+    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n * chunk - V)], constant_values=-jnp.inf)
+    xc = x.reshape(x.shape[:-1] + (n, chunk))
+    _, cid = jax.lax.top_k(jnp.max(xc, axis=-1), m)
+    cid = jnp.sort(cid, axis=-1)  # candidates in id order: top_k then breaks ties by id
+    cand = jnp.take_along_axis(xc, cid[..., None], axis=-2).reshape(x.shape[:-1] + (m * chunk,))
+    _, j = jax.lax.top_k(cand, m)
+    return (jnp.take_along_axis(cid, j // chunk, axis=-1) * chunk + j % chunk).astype(jnp.int32)
+
+
+def _scatter_ones(shape, idx, dtype):
+    """An array of ``shape`` with 1 at ``idx`` (..., M) along the last axis, 0 elsewhere."""
+    V, M = shape[-1], idx.shape[-1]
+    n = 1
+    for d in shape[:-1]:
+        n *= d
+    rows = jnp.arange(n)[:, None]
+    out = jnp.zeros((n, V), dtype).at[rows, idx.reshape(n, M)].set(1.0)
+    return out.reshape(shape)
 
 
 def _float_array(x):
@@ -107,6 +141,22 @@ class Term:
     def active_indices(self, ctx):
         """``(..., M)`` ids (static ``M``) outside which ``φ_v ≡ 0``, or None (all)."""
         return None
+
+    def active_coords(self, ctx):
+        """``(ids, data)``: :meth:`active_indices` and the per-coordinate data there (the
+        exact solver's fast path reads only these), or None. Override when the data at
+        the active ids is cheaper than ``coord_data`` on the whole vocabulary."""
+        idx = self.active_indices(ctx)
+        if idx is None:
+            return None
+        V = ctx.logits.shape[-1]
+        data = {}
+        for name, x in self.coord_data(ctx).items():
+            x = jnp.asarray(x)
+            if x.ndim and x.shape[-1] == V:
+                x = jnp.take_along_axis(jnp.broadcast_to(x, idx.shape[:-1] + (V,)), idx, axis=-1)
+            data[name] = x
+        return idx, data
 
     def cvxpy_constraints(self, q, data) -> list:
         """Constraints the term adds to the cvxpy reference problem."""
@@ -345,8 +395,7 @@ class Coverage(Term):
                 return jnp.exp(ctx.log_model)
             if self.top_m > V:
                 raise ValueError(f"Coverage: `top_m` must be in [1, V={V}], got {self.top_m}")
-            everywhere = jnp.ones(ctx.log_model.shape, bool)
-            return topk_mask(ctx.log_model, self.top_m, everywhere).astype(ctx.logits.dtype)
+            return _scatter_ones(ctx.log_model.shape, _top_m_ids(ctx.log_model, self.top_m), ctx.logits.dtype)
         require(
             self.weights.shape[-1] == V,
             f"Coverage: `weights` must have V={V} entries in its last axis",
@@ -385,7 +434,13 @@ class Coverage(Term):
         if self.top_m > ctx.logits.shape[-1]:
             raise ValueError(f"Coverage: `top_m` must be in [1, V={ctx.logits.shape[-1]}], got {self.top_m}")
         # lowest ids among ties, as coverage_weights does
-        return topk_indices(ctx.log_model, self.top_m)
+        return _top_m_ids(ctx.log_model, self.top_m)
+
+    def active_coords(self, ctx):
+        idx = self.active_indices(ctx)
+        if idx is None:
+            return None
+        return idx, {"w": jnp.ones(idx.shape, ctx.logits.dtype)}  # w = 1 on the top m
 
     def reference_data(self, ctx):
         return {"w": self.coverage_weights(ctx)}

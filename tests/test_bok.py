@@ -131,3 +131,20 @@ def test_bad_weight_shapes_raise_at_call_time():
         sd.best_of_k(2, 0.5, 0.1, weights=np.ones((2, 4))).probs(logits)  # batch mismatch
     with pytest.raises(ValueError, match="`top_m`"):
         sd.best_of_k(2, 0.5, 0.1, top_m=5).probs(logits)  # more than V
+
+
+def test_top_m_weights_ties_and_large_vocabulary():
+    """weights="top_m" picks the m most probable tokens, lowest ids first among ties, also
+    on the chunked selection used for large V (checked against a stable numpy sort)."""
+    rng = np.random.default_rng(4)
+    logits = np.round(rng.standard_normal((3, 20_000)) * 2, 1).astype(np.float32)  # many ties
+    logits[1, :5000] = -np.inf
+    logits[2, 7] = logits[2, 19_999] = logits[2].max()  # a tie at the top, far apart
+    obj = sd.best_of_k(4, 0.5, 1.0, top_m=8).objective
+    ctx = obj.prepare(logits).ctx
+    w = np.asarray(jax.jit(lambda c: obj.terms[1].coverage_weights(c))(ctx))
+    idx = np.asarray(jax.jit(lambda c: obj.terms[1].active_indices(c))(ctx))
+    for r in range(3):
+        expected = np.argsort(-logits[r], kind="stable")[:8]
+        assert np.array_equal(np.flatnonzero(w[r]), np.sort(expected))
+        assert np.array_equal(idx[r], expected)

@@ -87,9 +87,11 @@ def _finite_or_zero(x, keep):
     return jnp.where(keep & jnp.isfinite(x), x, 0.0)
 
 
-def _parts(s, mask, terms, ctx, *, safe_weights=True) -> _Parts:
+def _parts(s, mask, terms, ctx, *, safe_weights=True, rest_data=None) -> _Parts:
     """Split the terms. ``safe_weights`` guards ``0·inf`` in the primal; the implicit
-    derivative uses plain products (so d/dc at c = 0 is kept)."""
+    derivative uses plain products (so d/dc at c = 0 is kept). ``rest_data``: the
+    non-entropic terms' per-coordinate data when already known (the fast path gathers it
+    at the active ids instead of computing it on the whole vocabulary)."""
     dtype = s.dtype
     batch = s.shape[:-1]
     A = jnp.zeros(batch + (1,), dtype)
@@ -105,12 +107,13 @@ def _parts(s, mask, terms, ctx, *, safe_weights=True) -> _Parts:
             continue
         c = per_row(t.weight, batch, dtype)
         nonzero = nonzero | (c > 0)
-        data = t.coord_data(ctx)
         if t.entropic:
+            data = t.coord_data(ctx)
             lb = _finite_or_zero(jnp.asarray(data["log_base"], dtype), mask)
             A = A + c
             L = L + (jnp.where(c > 0, c * lb, 0.0) if safe_weights else c * lb)
         else:
+            data = t.coord_data(ctx) if rest_data is None else rest_data[len(rest)]
             rest.append((t, c, data))
     sl = jnp.where(mask, s + L, -jnp.inf)
     m = jnp.max(sl, axis=-1, keepdims=True)
@@ -131,15 +134,6 @@ def _rest_eval(rest, datas, q, *, safe_weights=True, hess=True):
             h = t.coord_hess(q, d)
             Rp = Rp + (jnp.where(c > 0, c * h, 0.0) if safe_weights else c * h)
     return R, Rp
-
-
-def _gather(x, idx, V):
-    """Gather an array broadcastable to ``(..., V)`` at ``idx`` (..., M) along the last axis."""
-    x = jnp.asarray(x)
-    if x.ndim == 0 or x.shape[-1] != V:
-        return x
-    x = jnp.broadcast_to(x, idx.shape[:-1] + (V,))
-    return jnp.take_along_axis(x, idx, axis=-1)
 
 
 def _scatter_set(base, idx, vals):
@@ -312,17 +306,17 @@ def _tol(cfg, dtype):
     return cfg.tol if cfg.tol is not None else float(8 * jnp.finfo(dtype).eps)
 
 
-def _fast_index(terms, ctx, V):
-    """Active ids of the only non-entropic term, when the fast path applies."""
+def _fast_coords(terms, ctx, V):
+    """``(ids, data)`` of the only non-entropic term, when the fast path applies."""
     if any(t.bound for t in terms) or not any(t.entropic for t in terms):
         return None
     rest = [t for t in terms if not t.entropic]
     if len(rest) != 1:
         return None
-    idx = rest[0].active_indices(ctx)
-    if idx is None or 2 * idx.shape[-1] > V:
+    coords = rest[0].active_coords(ctx)
+    if coords is None or 2 * coords[0].shape[-1] > V:
         return None
-    return idx
+    return coords
 
 
 def _newton_on_nu(P: _Parts, cfg: _Config, evaluate, nu0, lo, hi, x0, q0):
@@ -377,11 +371,12 @@ def _newton_on_nu(P: _Parts, cfg: _Config, evaluate, nu0, lo, hi, x0, q0):
 def _solve_impl(cfg: _Config, s, mask, terms, ctx):
     V = s.shape[-1]
     dtype = s.dtype
-    P = _parts(s, mask, terms, ctx)
+    fast = _fast_coords(terms, ctx, V)
+    idx = None if fast is None else fast[0]
+    P = _parts(s, mask, terms, ctx, rest_data=None if fast is None else (fast[1],))
     n = jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1).astype(dtype)
     log_space = P.A > 0
     Asafe = jnp.where(log_space, P.A, 1.0)
-    idx = _fast_index(terms, ctx, V)
 
     def fprime(C, q):
         """f'(q) − m for the coordinates of C (q > 0 in log-space rows)."""
@@ -425,7 +420,7 @@ def _solve_impl(cfg: _Config, s, mask, terms, ctx):
         inactive = mask & ~act
         gz = jnp.take_along_axis(P.z, idx, axis=-1)
         gmask = jnp.take_along_axis(mask, idx, axis=-1)
-        datas = tuple({k: _gather(v, idx, V) for k, v in d.items()} for (_, _, d) in P.rest)
+        datas = tuple(d for (_, _, d) in P.rest)  # already at the active ids
         C = _make_coords(P, gz, datas, P.u, gmask)
         lse_in = lse(P.z / Asafe, inactive)  # Σ_inactive exp(z/A), once
         has_in = jnp.any(inactive, axis=-1, keepdims=True)
