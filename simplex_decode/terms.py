@@ -99,6 +99,29 @@ def _float_array(x):
     return x if x.dtype == jnp.float64 else x.astype(jnp.float32)
 
 
+def _check_reference(owner, r):
+    """Validate a reference distribution array (shape (V,) or (..., V)); returns it."""
+    require(r.ndim >= 1, f"{owner}: `reference` must have shape (V,) or (..., V)", r.shape)
+    require((r >= 0) & jnp.isfinite(r), f"{owner}: `reference` probabilities must be finite and >= 0")
+    total = jnp.sum(r, axis=-1)
+    require(jnp.abs(total - 1.0) <= 1e-3, f"{owner}: `reference` must sum to 1 along its last axis", total)
+    return r
+
+
+def _log_reference(owner, reference, ctx):
+    """``log p`` broadcast to the logits (``-inf`` where ``p = 0``); the model's own if None."""
+    if reference is None:
+        return ctx.log_model
+    r = reference.astype(ctx.logits.dtype)
+    require(
+        r.shape[-1] == ctx.logits.shape[-1],
+        f"{owner}: `reference` must have V={ctx.logits.shape[-1]} entries in its last axis",
+        r.shape,
+    )
+    r = jnp.broadcast_to(r, ctx.logits.shape)
+    return jnp.where(r > 0, jnp.log(jnp.where(r > 0, r, 1.0)), -jnp.inf)
+
+
 def _check_weight(owner, weight):
     return check_range(owner, "weight", weight, lo=0.0)
 
@@ -301,24 +324,10 @@ class KL(Term):
     def __post_init__(self):
         set_field(self, "weight", _check_weight("KL", self.weight))
         if self.reference is not None:
-            r = _float_array(self.reference)
-            require(r.ndim >= 1, "KL: `reference` must have shape (V,) or (..., V)", r.shape)
-            require((r >= 0) & jnp.isfinite(r), "KL: `reference` probabilities must be finite and >= 0")
-            s = jnp.sum(r, axis=-1)
-            require(jnp.abs(s - 1.0) <= 1e-3, "KL: `reference` must sum to 1 along its last axis", s)
-            set_field(self, "reference", r)
+            set_field(self, "reference", _check_reference("KL", _float_array(self.reference)))
 
     def log_reference(self, ctx):
-        if self.reference is None:
-            return ctx.log_model
-        r = self.reference.astype(ctx.logits.dtype)
-        require(
-            r.shape[-1] == ctx.logits.shape[-1],
-            f"KL: `reference` must have V={ctx.logits.shape[-1]} entries in its last axis",
-            r.shape,
-        )
-        r = jnp.broadcast_to(r, ctx.logits.shape)
-        return jnp.where(r > 0, jnp.log(jnp.where(r > 0, r, 1.0)), -jnp.inf)
+        return _log_reference("KL", self.reference, ctx)
 
     def value(self, q, ctx):
         logp = self.log_reference(ctx)
@@ -544,25 +553,11 @@ class JensenShannon(Term):
     def __post_init__(self):
         set_field(self, "weight", _check_weight("JensenShannon", self.weight))
         if self.reference is not None:
-            r = jnp.asarray(self.reference, jnp.float32)
-            require(r.ndim >= 1, "JensenShannon: `reference` must have shape (V,) or (..., V)", r.shape)
-            require((r >= 0) & jnp.isfinite(r), "JensenShannon: `reference` probabilities must be finite and >= 0")
-            total = jnp.sum(r, axis=-1)
-            require(jnp.abs(total - 1.0) <= 1e-3, "JensenShannon: `reference` must sum to 1 along its last axis", total)
-            set_field(self, "reference", r)
+            set_field(self, "reference", _check_reference("JensenShannon", jnp.asarray(self.reference, jnp.float32)))
 
     def log_reference(self, ctx):
         """``log p`` broadcast to the logits (``-inf`` where ``p = 0``)."""
-        if self.reference is None:
-            return ctx.log_model
-        r = self.reference.astype(ctx.logits.dtype)
-        require(
-            r.shape[-1] == ctx.logits.shape[-1],
-            f"JensenShannon: `reference` must have V={ctx.logits.shape[-1]} entries in its last axis",
-            r.shape,
-        )
-        r = jnp.broadcast_to(r, ctx.logits.shape)
-        return jnp.where(r > 0, jnp.log(jnp.where(r > 0, r, 1.0)), -jnp.inf)
+        return _log_reference("JensenShannon", self.reference, ctx)
 
     @staticmethod
     def _log_ratio(q, log_p):
