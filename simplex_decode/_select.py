@@ -1,10 +1,12 @@
-"""Selection primitives that avoid sorts and variadic reductions (slow on CPU).
+"""Selection primitives that avoid full sorts and variadic reductions (slow on CPU).
 
 * :func:`argmax` — ``max`` then ``min`` of the indices attaining it (two one-operand
   reductions; XLA's variadic argmax reduction is ~50× slower on CPU).
-* :func:`topk_mask` — the exact top-k set by bisection on the order-preserving integer
-  image of the float scores (32 counting passes, no sort; ties: lowest ids first).
-* :func:`tie_break` — keep the first ``r`` tied entries by index; its prefix sum runs
+* :func:`topk_mask` — the exact top-k set: XLA's float top-k on a candidate window
+  (:mod:`._window`) when it provably holds the answer (k ≤ :data:`KCAP`), else
+  bisection on the order-preserving integer image of the scores over the whole row
+  (32 counting passes); ties: lowest ids first.
+* :func:`tie_cut` — the id up to which tied entries are kept; its prefix sum runs
   only when some row actually has a tie straddling the cut (``lax.cond``).
 """
 
@@ -13,7 +15,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["argmax", "topk_mask", "tie_break", "ordered_key"]
+from ._window import choose, window
+
+__all__ = ["argmax", "topk_mask", "tie_cut", "ordered_key", "KCAP"]
 
 
 def argmax(x, axis: int = -1):
@@ -25,37 +29,41 @@ def argmax(x, axis: int = -1):
 
 def ordered_key(x):
     """uint32 key with the order of the float32 values (``-inf`` smallest)."""
-    u = lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    x = x.astype(jnp.float32)
+    x = jnp.where(x == 0, jnp.float32(0), x)  # -0.0 and +0.0 are equal: one key
+    u = lax.bitcast_convert_type(x, jnp.uint32)
     neg = (u >> 31) == 1
     return jnp.where(neg, ~u, u | jnp.uint32(0x80000000))
 
 
-def tie_break(strict, tie, r):
-    """``strict | (tie & rank ≤ r)`` where rank is the 1-based index order among ties.
+def tie_cut(tie, r, ids=None):
+    """The largest id among the first ``r`` tied entries (index order), per row.
 
-    ``r`` (shape ``(..., 1)``) is how many tied entries to keep. The prefix sum over the
-    ties is only computed when some row has more ties than it keeps.
+    ``strict | (tie & id ≤ cut)`` keeps exactly ``r`` ties. ``ids`` are the entries'
+    token ids (default: their positions). The prefix sum over the ties is only
+    computed when some row has more ties than it keeps; otherwise the cut keeps all.
     """
+    if ids is None:
+        ids = lax.broadcasted_iota(jnp.int32, tie.shape, tie.ndim - 1)
     n_tie = jnp.sum(tie, axis=-1, keepdims=True, dtype=jnp.int32)
     overflow = jnp.any(n_tie > r)
+    keep_all = jnp.full(r.shape, jnp.iinfo(jnp.int32).max, jnp.int32)
 
-    def with_ranks(_):
+    def with_ranks():
         rank = jnp.cumsum(tie, axis=-1, dtype=jnp.int32)
-        return strict | (tie & (rank <= r))
+        cut = jnp.max(jnp.where(tie & (rank <= r), ids, -1), axis=-1, keepdims=True)
+        return jnp.where(n_tie > r, cut, keep_all)
 
-    return lax.cond(overflow, with_ranks, lambda _: strict | tie, None)
+    return lax.cond(overflow, with_ranks, lambda: keep_all)
 
 
-def topk_mask(x, k, mask):
-    """The ``k`` largest entries of ``x`` within ``mask`` (all of them if fewer), per row.
+KCAP = 256  # largest k served from the candidate window
 
-    ``k`` is an int array broadcastable to ``x.shape[:-1] + (1,)``. Exact: the k-th
-    largest key is found by bisection on uint32 keys, then ties at it are cut by index.
-    """
-    key = ordered_key(jnp.where(mask, x, -jnp.inf))
+
+def _kth_key(key, k, mask):
+    """The k-th largest ``key`` within ``mask`` per row (the row minimum if fewer)."""
     lo = jnp.min(jnp.where(mask, key, jnp.uint32(0xFFFFFFFF)), axis=-1, keepdims=True)
     hi = jnp.max(jnp.where(mask, key, jnp.uint32(0)), axis=-1, keepdims=True)
-    k = jnp.asarray(k, jnp.int32)
 
     def count_ge(t):
         return jnp.sum(mask & (key >= t), axis=-1, keepdims=True, dtype=jnp.int32)
@@ -70,11 +78,50 @@ def topk_mask(x, k, mask):
         return jnp.where(ok, mid, lo), jnp.where(ok, hi1, mid)
 
     lo, _ = lax.fori_loop(0, 32, body, (lo, hi1))
-    strict = mask & (key > lo)
-    tie = mask & (key == lo)
-    r = k - jnp.sum(strict, axis=-1, keepdims=True, dtype=jnp.int32)
-    return tie_break(strict, tie, r)
+    return lo
 
+
+def topk_mask(x, k, mask):
+    """The ``k`` largest entries of ``x`` within ``mask`` (all of them if fewer), per row.
+
+    ``k`` is an int array broadcastable to ``x.shape[:-1] + (1,)``. Exact: the k-th
+    largest key is found by bisection on uint32 keys, then ties at it are cut by index.
+    The bisection runs on a candidate window (the blocks with the largest maxima) and is
+    exact there whenever every entry outside the window is strictly below the k-th key;
+    otherwise it runs on the whole row.
+    """
+    k = jnp.asarray(k, jnp.int32)
+
+    def keys(x, mask):
+        return jnp.where(mask, ordered_key(jnp.where(mask, x, -jnp.inf)), jnp.uint32(0))
+
+    def full_row(x, mask):
+        key = keys(x, mask)
+        t = _kth_key(key, k, mask)
+        r = k - jnp.sum(mask & (key > t), axis=-1, keepdims=True, dtype=jnp.int32)
+        return t, tie_cut(mask & (key == t), r)
+
+    xm = jnp.where(mask, x.astype(jnp.float32), -jnp.inf)
+    win = window(xm, mask, fill=-jnp.inf)
+    if win is None:
+        t, cut = full_row(x, mask)
+    else:
+        wx, wmask = win.values
+        kcap = min(KCAP, wx.shape[-1])
+        vals = lax.top_k(wx, kcap)[0]  # XLA's float top-k, on the window only
+        first_k = lax.broadcasted_iota(jnp.int32, vals.shape, vals.ndim - 1) < k
+        t_w = ordered_key(jnp.min(jnp.where(first_k, vals, jnp.inf), axis=-1, keepdims=True))
+        wkey = jnp.where(wmask, ordered_key(wx), jnp.uint32(0))
+        r_w = k - jnp.sum(wmask & (wkey > t_w), axis=-1, keepdims=True, dtype=jnp.int32)
+        cut_w = tie_cut(wmask & (wkey == t_w), r_w, win.ids)
+        # Exact iff everything outside is strictly below the window's k-th value (then
+        # that value is finite, so the window holds k valid entries); rows with fewer
+        # than k finite entries take the full-row path.
+        fits = (ordered_key(win.outside) < t_w) & (k <= kcap)
+        t, cut = choose(fits, (t_w, cut_w), full_row, x, mask)
+    key = keys(x, mask)
+    ids = lax.broadcasted_iota(jnp.int32, key.shape, key.ndim - 1)
+    return mask & ((key > t) | ((key == t) & (ids <= cut)))
 
 
 def topk_indices(x, m: int):

@@ -3,9 +3,10 @@
 A rule is a pytree dataclass with ``__call__(scores, mask, ctx) -> mask``: it receives the
 boolean mask left by the rules before it (``Objective.support`` is an ordered chain, as
 transformers applies top-k, then top-p, then min-p) and returns a subset of it. Rules
-never loop over the vocabulary in Python and never fully sort it: top-p is an exact
-threshold search (bisection on the bits of the float threshold, then an exact tie step),
-min-p is one pass.
+never loop over the vocabulary in Python and never fully sort it: top-k and top-p are
+exact threshold searches (bisection on the bits of the threshold, then an exact tie
+step), run on the few hundred largest entries of a candidate window when that provably
+decides the whole row (see ``_window``), else over the row; min-p is one pass.
 
 Tie rule (everywhere in simplex_decode): among tokens with equal scores, the lowest
 token ids are kept first; greedy takes the lowest index among the maxima.
@@ -20,9 +21,10 @@ import numpy as np
 from jax import lax
 
 from ._core import check_range, is_concrete, per_row, pytree_dataclass, require, set_field, static_field
-from ._select import tie_break, topk_mask
+from ._select import KCAP, tie_cut, topk_mask
+from ._window import choose, window
 
-__all__ = ["SupportRule", "Full", "TopK", "TopP", "MinP", "Mask", "bisect_smallest_true"]
+__all__ = ["SupportRule", "Full", "TopK", "TopP", "MinP", "Mask", "bisect_smallest_true", "nucleus_mask"]
 
 
 class SupportRule:
@@ -84,8 +86,9 @@ class TopK(SupportRule):
     """Keep the ``k`` highest scores (ties: lowest token ids first).
 
     ``k`` is a leaf (a scalar or a per-row integer array): new values never recompile.
-    Exact without a sort: the k-th largest score is found by bisection on the bits of
-    the float scores (32 counting passes over the row).
+    Exact without a full sort: the k-th largest score comes from a candidate window
+    when it provably holds the top k, else from bisection on the bits of the float
+    scores (32 counting passes over the row).
     """
 
     k: Any
@@ -128,27 +131,83 @@ class TopP(SupportRule):
         set_field(self, "p", check_range("TopP", "p", self.p, lo=0.0, hi=1.0, lo_open=True))
 
     def __call__(self, scores, mask, ctx):
-        # Work with tail masses (as transformers' ascending cumsum does): a token of
-        # probability v is kept iff the mass of tokens ranked at or after it exceeds
-        # (1 − p); summing the small entries keeps float32 exact enough near p = 1.
-        e = _masked_exp(_from(self, scores, ctx), mask)
-        z = jnp.sum(e, axis=-1, keepdims=True)
-        tail = (1.0 - _row(self.p, e).astype(e.dtype)) * z
+        return nucleus_mask(_from(self, scores, ctx), _row(self.p, scores), mask)
 
-        def tail_mass_exceeds(thr):
-            return jnp.sum(jnp.where(e <= thr, e, 0.0), axis=-1, keepdims=True) > tail
 
-        x_star = bisect_smallest_true(tail_mass_exceeds, 1.0, e.dtype, e.shape[:-1])
-        t = jnp.min(jnp.where(e >= x_star, e, jnp.inf), axis=-1, keepdims=True)
-        below = jnp.sum(jnp.where(e < t, e, 0.0), axis=-1, keepdims=True)
-        tie = (e == t) & mask
-        n_tie = jnp.sum(tie, axis=-1, keepdims=True, dtype=jnp.int32)
-        # Ties are ranked lowest id first, i.e. last in ascending order: the tie of rank
-        # j (0-based) is kept iff below + (n_tie − j)·t > tail.
-        safe_t = jnp.where(t > 0, t, 1.0)
-        r = jnp.ceil(n_tie.astype(e.dtype) - (tail - below) / safe_t)
-        r = jnp.clip(r, 0, n_tie).astype(jnp.int32)
-        return mask & tie_break(e > t, tie, r)
+def _tie_keep(n_tie, below, tail, t):
+    """How many tokens tied at probability ``t`` the nucleus keeps.
+
+    Ties are ranked lowest id first, i.e. last in ascending order: the tie of rank j
+    (0-based) is kept iff ``below + (n_tie − j)·t > tail``.
+    """
+    safe_t = jnp.where(t > 0, t, 1.0)
+    r = jnp.ceil(n_tie.astype(t.dtype) - (tail - below) / safe_t)
+    return jnp.clip(r, 0, n_tie).astype(jnp.int32)
+
+
+def _nucleus_threshold(e, tail, small):
+    """(t, below): the nucleus is ``e > t`` plus some of the ties ``e == t``; ``below``
+    is the mass under ``t``.
+
+    ``e`` holds every entry above the range of ``small``, the mass of the entries left
+    out of ``e`` (0 for a whole row). Works with tail masses, as transformers'
+    ascending cumsum does: a token of probability v is kept iff the mass of tokens
+    ranked at or after it exceeds ``tail`` = (1 − p)·Z; summing the small entries
+    keeps float32 exact enough near p = 1.
+    """
+
+    def tail_mass_exceeds(thr):
+        return small + jnp.sum(jnp.where(e <= thr, e, 0.0), axis=-1, keepdims=True) > tail
+
+    x_star = bisect_smallest_true(tail_mass_exceeds, 1.0, e.dtype, e.shape[:-1])
+    t = jnp.min(jnp.where(e >= x_star, e, jnp.inf), axis=-1, keepdims=True)
+    below = small + jnp.sum(jnp.where(e < t, e, 0.0), axis=-1, keepdims=True)
+    return t, below
+
+
+def _nucleus_ties(e, valid, t, below, tail, ids):
+    tie = (e == t) & valid
+    r = _tie_keep(jnp.sum(tie, axis=-1, keepdims=True, dtype=jnp.int32), below, tail, t)
+    return tie_cut(tie, r, ids)
+
+
+def nucleus_mask(x, p, mask):
+    """Top-p (nucleus) of ``softmax(x)`` on ``mask``, exact (see :class:`TopP`).
+
+    The threshold is searched among the :data:`KCAP` largest entries of a candidate
+    window when the mass outside them is below the tail ``(1 − p)·Z`` (then the cut
+    lies among them), otherwise over the whole row.
+    """
+    e = _masked_exp(x, mask)
+    z = jnp.sum(e, axis=-1, keepdims=True)
+    tail = (1.0 - p.astype(e.dtype)) * z
+
+    def full_row(e, tail, mask):
+        t, below = _nucleus_threshold(e, tail, jnp.zeros_like(tail))
+        return t, _nucleus_ties(e, mask, t, below, tail, None)
+
+    xm = jnp.where(mask, x, -jnp.inf)
+    win = window(xm, fill=-jnp.inf) if xm.dtype == jnp.float32 else None
+    if win is None:
+        t, cut = full_row(e, tail, mask)
+    else:
+        (wx,) = win.values
+        m = jnp.max(wx, axis=-1, keepdims=True)
+        m = jnp.where(jnp.isfinite(m), m, 0.0)
+        kcap = min(KCAP, wx.shape[-1] - 1)
+        vals = lax.top_k(wx, kcap + 1)[0]  # values only: XLA's fast top-k
+        rest = jnp.exp(jnp.maximum(win.outside, jnp.min(vals, axis=-1, keepdims=True)) - m)
+        # every entry with e > rest is among the candidates; the others sum to `small`
+        small = jnp.sum(jnp.where(e <= rest, e, 0.0), axis=-1, keepdims=True)
+        ev = jnp.exp(vals - m)
+        t_w, below_w = _nucleus_threshold(jnp.where(ev > rest, ev, 0.0), tail, small)
+        wvalid = wx > -jnp.inf
+        we = jnp.where(wvalid, jnp.exp(wx - m), 0.0)
+        cut_w = _nucleus_ties(we, wvalid, t_w, below_w, tail, win.ids)
+        # small <= tail: the cut lies strictly above `rest`, among the candidates
+        t, cut = choose(small <= tail, (t_w, cut_w), full_row, e, tail, mask)
+    ids = lax.broadcasted_iota(jnp.int32, e.shape, e.ndim - 1)
+    return mask & ((e > t) | ((e == t) & (ids <= cut)))
 
 
 @pytree_dataclass

@@ -9,8 +9,10 @@ none, or every weight 0                one-hot argmax of ``s`` (lowest id on tie
 ``Tsallis(α, c)``                      ``α-entmax(s / c)``
 =====================================  ==============================================
 
-sparsemax and entmax use bisection on the threshold τ (no sort) followed by an exact
-step (sparsemax: τ recomputed from the identified support; entmax: renormalisation),
+sparsemax and entmax find the threshold τ by bisection (no full sort) followed by an
+exact step (sparsemax: τ recomputed from the identified support; entmax:
+renormalisation); the bisection runs on the ``KCAP`` largest entries of a candidate
+window when every other entry provably lies at or below τ, else on the whole row,
 with ``custom_jvp`` derivatives from the support Jacobian ``diag(g) − g gᵀ / Σ g``,
 ``g = q^{2−α}`` — never differentiated through the bisection.
 """
@@ -22,7 +24,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._core import per_row
-from .._select import argmax
+from .._select import KCAP, argmax
+from .._window import choose, window
 from ..terms import KL, Entropy, SquaredL2, Tsallis
 
 __all__ = ["closed_form_kind", "solve_closed_form", "argmax_onehot", "sparsemax", "entmax"]
@@ -64,10 +67,8 @@ def _bisect_iters(dtype):
     return 64 if jnp.dtype(dtype) == jnp.float64 else 34
 
 
-def _entmax_threshold(x, am1, mask):
-    """τ with Σ_v [x_v − τ]_+^{1/am1} = 1 over the mask, by bisection (x = (α−1)·z)."""
-    n = jnp.sum(mask, axis=-1, keepdims=True).astype(x.dtype)
-    xm = jnp.where(mask, x, -jnp.inf)
+def _bisect_threshold(xm, am1, n):
+    """τ with Σ_v [xm_v − τ]_+^{1/am1} = 1 by bisection (``xm`` is −inf off the mask)."""
     mx = jnp.max(xm, axis=-1, keepdims=True)
     lo = mx - 1.0
     hi = mx - (1.0 / jnp.maximum(n, 1.0)) ** am1
@@ -82,20 +83,57 @@ def _entmax_threshold(x, am1, mask):
         big = total(mid) >= 1.0
         return jnp.where(big, mid, lo), jnp.where(big, hi, mid)
 
-    lo, hi = lax.fori_loop(0, _bisect_iters(x.dtype), body, (lo, hi))
-    return lo, xm, inv
+    lo, hi = lax.fori_loop(0, _bisect_iters(xm.dtype), body, (lo, hi))
+    return lo
+
+
+def _sparsemax_step(xm, tau):
+    """Exact sparsemax threshold from the support ``xm > tau`` that bisection found."""
+    supp = xm > tau
+    k = jnp.sum(supp, axis=-1, keepdims=True).astype(xm.dtype)
+    return (jnp.sum(jnp.where(supp, xm, 0.0), axis=-1, keepdims=True) - 1.0) / k
+
+
+def _entmax_threshold(x, am1, mask, *, exact_step=False):
+    """τ with Σ_v [x_v − τ]_+^{1/am1} = 1 over the mask (x = (α−1)·z), and x masked.
+
+    Solved on the :data:`KCAP` largest entries of a candidate window when every other
+    entry lies at or below the resulting τ (then it is the row's τ: they carry no
+    mass); otherwise by bisection over the whole row. ``exact_step`` (sparsemax):
+    recompute τ from the support the bisection identified.
+    """
+    xm = jnp.where(mask, x, -jnp.inf)
+
+    def solve(xm, am1, n):
+        tau = _bisect_threshold(xm, am1, n)
+        return _sparsemax_step(xm, tau) if exact_step else tau
+
+    def full_row(xm, am1):
+        n = jnp.sum(xm > -jnp.inf, axis=-1, keepdims=True).astype(xm.dtype)
+        return solve(xm, am1, n)
+
+    # float32 only: XLA's fast top-k is float32, and a float32 copy of float64 values
+    # could not certify the window exactly
+    win = window(xm, fill=-jnp.inf) if xm.dtype == jnp.float32 else None
+    if win is None:
+        return full_row(xm, am1), xm
+    (wx,) = win.values
+    kcap = min(KCAP, wx.shape[-1] - 1)
+    vals = lax.top_k(wx, kcap + 1)[0]  # values only: XLA's fast top-k
+    cand = lax.broadcasted_iota(jnp.int32, vals.shape, vals.ndim - 1) < kcap
+    cx = jnp.where(cand, vals, -jnp.inf)
+    n_c = jnp.sum(cx > -jnp.inf, axis=-1, keepdims=True).astype(xm.dtype)
+    tau_w = solve(cx, am1, n_c)
+    rest = jnp.maximum(win.outside, jnp.min(vals, axis=-1, keepdims=True))
+    tau = choose((rest <= tau_w) & (n_c > 0), tau_w, full_row, xm, am1)
+    return tau, xm
 
 
 @jax.custom_jvp
 def sparsemax(z, mask):
     """``argmax_{q ∈ Δ, supp ⊆ mask} <q, z> − ½‖q‖²`` (Euclidean projection of z)."""
-    x = jnp.where(mask, z, -jnp.inf)
-    tau, xm, _ = _entmax_threshold(x, jnp.ones_like(x[..., :1]), mask)
-    # Exact step: recompute τ from the support the bisection identified.
-    supp = xm > tau
-    k = jnp.sum(supp, axis=-1, keepdims=True).astype(z.dtype)
-    tau = (jnp.sum(jnp.where(supp, xm, 0.0), axis=-1, keepdims=True) - 1.0) / k
-    return jnp.maximum(jnp.where(mask, z, -jnp.inf) - tau, 0.0)
+    tau, xm = _entmax_threshold(z, jnp.ones_like(z[..., :1]), mask, exact_step=True)
+    return jnp.maximum(xm - tau, 0.0)
 
 
 @sparsemax.defjvp
@@ -117,8 +155,8 @@ def entmax(z, alpha, mask):
     """
     am1 = _per_row(alpha, z) - 1.0
     x = jnp.where(mask, z, 0.0) * am1
-    tau, xm, inv = _entmax_threshold(x, am1, mask)
-    p = jnp.maximum(xm - tau, 0.0) ** inv
+    tau, xm = _entmax_threshold(x, am1, mask)
+    p = jnp.maximum(xm - tau, 0.0) ** (1.0 / am1)
     return p / jnp.sum(p, axis=-1, keepdims=True)
 
 

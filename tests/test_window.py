@@ -1,0 +1,189 @@
+"""Candidate-window fast paths (top-k, top-p, sparsemax, entmax) against sort-based numpy.
+
+The window is used only for rows longer than WINDOW_BLOCKS + 1 blocks, so these tests
+run at V in the tens of thousands. Each case records which path ran (window or full
+row) and checks that the case exercises the path it was built for: peaked rows (a few
+large logits, as language models produce) fit the window; flat rows fall back.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import simplex_decode as sd
+import simplex_decode._select as sel
+import simplex_decode.solvers.closed_form as cf
+import simplex_decode.supports as sup
+from simplex_decode import _window
+
+from . import _numpy_ref as npr
+
+
+@pytest.fixture
+def paths(monkeypatch):
+    """Record, for each window decision, whether every row fitted (eager calls only)."""
+    taken = []
+
+    def recording_choose(ok, fast, slow, *operands):
+        taken.append(bool(np.all(np.asarray(ok))))
+        return _window.choose(ok, fast, slow, *operands)
+
+    for mod in (sel, sup, cf):
+        monkeypatch.setattr(mod, "choose", recording_choose)
+    return taken
+
+
+def _logits(kind, B, V, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "peaked":
+        x = rng.standard_normal((B, V)) * 2.0
+        for b in range(B):
+            x[b, rng.choice(V, 12, replace=False)] += rng.uniform(8, 14, 12)
+    elif kind == "flat":
+        x = rng.standard_normal((B, V)) * 0.2
+    else:  # ties: few distinct values, large tied groups at the cut
+        x = np.round(rng.standard_normal((B, V)) * 2.0) / 2.0
+        x[:, rng.choice(V, 300, replace=False)] = 9.0
+    return x.astype(np.float32)
+
+
+CASES = [("peaked", True), ("flat", False)]
+
+
+def _full_row(monkeypatch, fn, *args):
+    """``fn(*args)`` with the window switched off (the full-row algorithms)."""
+    with monkeypatch.context() as m:
+        for mod in (sel, sup, cf):
+            m.setattr(mod, "window", lambda *a, **k: None)
+        return np.asarray(fn(*args))
+
+
+def _topp_ref(probs, p, mask):
+    """numpy top-p, and the tokens whose ranked-before mass is within float32 rounding
+    of p (there float32 and float64 may legitimately disagree)."""
+    want = npr.topp_mask(probs, p) & mask
+    amb = np.zeros_like(want)
+    for b in range(probs.shape[0]):
+        order = np.argsort(-probs[b], kind="stable")
+        before = np.cumsum(probs[b, order]) - probs[b, order]
+        amb[b, order[np.abs(before - p) < 1e-6]] = True
+    return want, amb
+
+
+@pytest.mark.parametrize("V", [9000, 40000])
+@pytest.mark.parametrize("kind, fits", CASES)
+def test_top_k_window(paths, V, kind, fits):
+    x = _logits(kind, 3, V, V)
+    for k in ([1, 7, 12] if fits else [5, 40, 1000]):
+        got = np.asarray(sel.topk_mask(jnp.asarray(x), jnp.asarray(k), jnp.ones(x.shape, bool)))
+        np.testing.assert_array_equal(got, npr.topk_mask(x, k))
+    if fits:
+        assert all(paths)
+    # k above KCAP (or a flat row whose top-k spreads over more blocks) takes the full row
+    if not fits:
+        assert not all(paths)
+
+
+def test_top_k_window_ties_cut_by_lowest_id(paths):
+    x = _logits("ties", 2, 20000, 3)  # 300 tied at the top: any k < 300 cuts a tie
+    for k in (1, 50, 256):
+        got = np.asarray(sel.topk_mask(jnp.asarray(x), jnp.asarray(k), jnp.ones(x.shape, bool)))
+        np.testing.assert_array_equal(got, npr.topk_mask(x, k))
+    assert len(paths) == 3
+
+
+@pytest.mark.parametrize("kind, fits", CASES)
+def test_top_p_window(paths, monkeypatch, kind, fits):
+    x = _logits(kind, 3, 30000, 11)
+    mask = np.ones(x.shape, bool)
+    probs = npr.softmax(x)
+    for p in (0.05, 0.5, 0.9, 0.999):
+        args = (jnp.asarray(x), jnp.full((3, 1), p, jnp.float32), jnp.asarray(mask))
+        got = np.asarray(sup.nucleus_mask(*args))
+        np.testing.assert_array_equal(got, _full_row(monkeypatch, sup.nucleus_mask, *args))
+        want, amb = _topp_ref(probs, p, mask)
+        np.testing.assert_array_equal(got[~amb], want[~amb])
+    assert any(paths) if fits else not any(paths)
+
+
+def test_top_p_window_with_mask_and_ties(paths, monkeypatch):
+    x = _logits("ties", 2, 20000, 5)
+    x[x == 9.0] = 3.0
+    x[:, np.random.default_rng(1).choice(20000, 40, replace=False)] = 9.0  # 40 tied at the top
+    mask = np.random.default_rng(0).random(x.shape) > 0.2
+    probs = npr.softmax(x, mask)
+    for p in (0.01, 0.3, 0.6):
+        args = (jnp.asarray(x), jnp.full((2, 1), p, jnp.float32), jnp.asarray(mask))
+        got = np.asarray(sup.nucleus_mask(*args))
+        np.testing.assert_array_equal(got, _full_row(monkeypatch, sup.nucleus_mask, *args))
+        want, amb = _topp_ref(probs, p, mask)
+        np.testing.assert_array_equal(got[~amb], want[~amb])
+        assert 0 < got.sum() < 2 * 40  # the cut falls inside the tied group
+    assert all(paths)
+
+
+@pytest.mark.parametrize("kind", ["peaked", "flat"])
+def test_sparsemax_entmax_window(paths, monkeypatch, kind):
+    x = _logits(kind, 2, 30000, 21) * (1.0 if kind == "peaked" else 5.0)
+    mask = np.ones(x.shape, bool)
+    mask[:, ::7] = False
+    args = (jnp.asarray(x), jnp.asarray(mask))
+    got = np.asarray(cf.sparsemax(*args))
+    want = np.zeros(x.shape)
+    for b in range(2):
+        want[b, mask[b]] = npr.sparsemax(x[b, mask[b]])
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    np.testing.assert_array_equal(got > 0, want > 0)
+    np.testing.assert_allclose(got, _full_row(monkeypatch, cf.sparsemax, *args), atol=1e-6)
+    for alpha in (1.2, 1.5, 3.0):
+        got = np.asarray(cf.entmax(args[0], alpha, args[1]))
+        want = np.zeros(x.shape)
+        for b in range(2):
+            want[b, mask[b]] = npr.entmax_bisect(x[b, mask[b]], alpha)
+        # float32 resolves x = (α−1)·z only to ulp(|x|), and entries near τ inherit
+        # that error: the tolerance scales with the largest |x| (2e-6 at |x| <= 1)
+        tol = 2e-6 * max(1.0, (alpha - 1) * float(np.abs(x).max()))
+        np.testing.assert_allclose(got, want, atol=tol)
+        np.testing.assert_allclose(got, _full_row(monkeypatch, cf.entmax, args[0], alpha, args[1]), atol=tol)
+    # order: sparsemax, α = 1.2, 1.5, 3. Peaked rows fit every time; on flat rows
+    # (std 1) the dense α = 1.2 solution has thousands of tokens and takes the full row.
+    assert len(paths) == 4
+    assert all(paths) if kind == "peaked" else not paths[1]
+
+
+def test_one_flat_row_sends_the_batch_to_the_full_path_with_equal_results(paths):
+    x = np.concatenate([_logits("peaked", 2, 20000, 1), _logits("flat", 1, 20000, 2)])
+    dec = sd.entmax(1.2)
+    q_batch = np.asarray(dec.probs(jnp.asarray(x)))
+    assert paths == [False]
+    for b in range(3):
+        np.testing.assert_allclose(q_batch[b], np.asarray(dec.probs(jnp.asarray(x[b : b + 1])))[0], atol=1e-6)
+    assert paths == [False, True, True, False]  # rows alone: peaked ones fit
+
+
+def test_window_paths_under_jit_match_eager():
+    x = jnp.asarray(_logits("peaked", 4, 20000, 9))
+    for dec in (sd.top_k(12, temperature=0.7), sd.top_p(0.9, temperature=0.7), sd.sparsemax(0.7), sd.entmax(1.5, 0.7)):
+        np.testing.assert_allclose(np.asarray(jax.jit(dec.probs)(x)), np.asarray(dec.probs(x)), atol=1e-6)
+
+
+def test_window_gathers_blocks_in_id_order_and_reports_the_outside_max():
+    rng = np.random.default_rng(0)
+    V = _window.BLOCK * (_window.WINDOW_BLOCKS + 20) + 5  # a partial last block
+    x = rng.standard_normal((2, V)).astype(np.float32)
+    win = _window.window(jnp.asarray(x), jnp.arange(V)[None].repeat(2, 0), fill=-jnp.inf)
+    wx, wid = (np.asarray(a) for a in win.values)
+    blocks = np.asarray(win.blocks)
+    pad = np.full((2, win.n_blocks * _window.BLOCK), -np.inf)
+    pad[:, :V] = x
+    bmax = pad.reshape(2, win.n_blocks, -1).max(-1)
+    for b in range(2):
+        top = np.sort(np.argsort(-bmax[b], kind="stable")[: _window.WINDOW_BLOCKS])
+        np.testing.assert_array_equal(blocks[b], top)
+        ids = np.asarray(win.ids)[b]
+        valid = ids < V
+        np.testing.assert_array_equal(wx[b][valid], x[b, ids[valid]])
+        np.testing.assert_array_equal(wid[b][valid], ids[valid])
+        rest = np.delete(bmax[b], top)
+        assert float(win.outside[b, 0]) == rest.max()
