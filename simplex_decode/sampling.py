@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from ._select import argmax
 
@@ -53,24 +54,34 @@ _BLOCK = 512
 def _inverse_cdf_row(key, q, k):
     """Inverse-CDF draws with a two-level prefix sum: block sums (one pass over q),
     a prefix sum over the blocks, then a prefix sum inside the chosen block only.
-    A full-length cumsum is several passes on CPU; this is one."""
+    A full-length cumsum is several passes on CPU; this is one, and it reads ``q`` in
+    place (no padded copy: the last block is the final ``BLOCK`` entries, overlapping
+    its neighbour, with the overlap zeroed)."""
     V = q.shape[-1]
-    nb = -(-V // _BLOCK)
-    qp = jnp.pad(q, (0, nb * _BLOCK - V)).reshape(nb, _BLOCK)
-    bsum = jnp.sum(qp, axis=-1)
+    bs = min(_BLOCK, V)
+    nf = V // bs
+    bsum = jnp.sum(q[: nf * bs].reshape(nf, bs), axis=-1)
+    if nf * bs < V:
+        bsum = jnp.concatenate([bsum, jnp.sum(q[nf * bs :], keepdims=True)])
+    nb = bsum.shape[0]
     cb = jnp.cumsum(bsum)
     total = cb[-1]
     u = jax.random.uniform(key, (k,), dtype=q.dtype)
     x = jnp.minimum(u * total, jnp.nextafter(total, jnp.zeros_like(total)))
     b = jnp.minimum(jnp.searchsorted(cb, x, side="right"), nb - 1)
     rem = x - (cb[b] - bsum[b])
-    rows = qp[b]  # (k, BLOCK)
-    within = jnp.cumsum(rows, axis=-1)
-    j = jax.vmap(lambda w, r: jnp.searchsorted(w, r, side="right"))(within, rem)
-    # rounding can push rem past the block's own sum: fall back to its last positive entry
-    last = _BLOCK - 1 - argmax(rows[:, ::-1] > 0)
-    j = jnp.minimum(j, last)
-    return (b * _BLOCK + j).astype(jnp.int32)
+    start = jnp.minimum(b * bs, V - bs)
+    skip = b * bs - start  # leading window entries that belong to the previous block
+
+    def within_block(start, skip, rem):
+        row = lax.dynamic_slice(q, (start,), (bs,))
+        row = jnp.where(jnp.arange(bs) >= skip, row, 0.0)
+        j = jnp.searchsorted(jnp.cumsum(row), rem, side="right")
+        # rounding can push rem past the block's own sum: take its last positive entry
+        last = bs - 1 - argmax(row[::-1] > 0)
+        return start + jnp.minimum(j, last)
+
+    return jax.vmap(within_block)(start, skip, rem).astype(jnp.int32)
 
 
 def _gumbel_row(key, q, k):
