@@ -162,7 +162,8 @@ class Status:
         0: "ok",
         1: "logits contain NaN or +inf (use -inf to ban a token)",
         2: "no token is allowed in this row (every logit is -inf or masked out)",
-        3: "the iterative solver did not reach its tolerance; increase `max_steps`",
+        3: "the iterative solver did not converge (stopped before its tolerance); raise its "
+        "step limit (`max_steps` of Exact, `steps` of Mirror/ProjectedGradient) or loosen `tol`",
     }
 
 
@@ -171,14 +172,17 @@ def status_error_message(status: np.ndarray) -> str | None:
     status = np.asarray(status)
     if not np.any(status != Status.OK):
         return None
+    def prefix(code):
+        return "solver" if code == Status.NOT_CONVERGED else "invalid logits"
+
     if status.ndim == 0:
-        return f"invalid logits: {Status.MESSAGES[int(status)]}"
+        return f"{prefix(int(status))}: {Status.MESSAGES[int(status)]}"
     lines = []
     for code in np.unique(status[status != Status.OK]):
         rows = [tuple(int(i) for i in r) for r in np.argwhere(status == code)[:5]]
         rows_s = ", ".join(str(r[0]) if len(r) == 1 else str(r) for r in rows)
-        lines.append(f"logits rows [{rows_s}]: {Status.MESSAGES[int(code)]}")
-    return "invalid logits: " + "; ".join(lines)
+        lines.append(f"{prefix(int(code))}: logits rows [{rows_s}]: {Status.MESSAGES[int(code)]}")
+    return "; ".join(lines)
 
 
 def per_row(x, batch_shape, dtype=None):

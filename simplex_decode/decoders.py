@@ -125,9 +125,14 @@ class Decoder:
         from .solvers.closed_form import argmax_onehot
 
         q = jnp.where(problem.greedy[..., None], argmax_onehot(problem.scores, problem.mask), q)
-        ok = problem.status == Status.OK
+        status = problem.status
+        if "converged" in stats:
+            # an iterative solver that stopped short of its tolerance: reported, not used
+            late = (status == Status.OK) & ~(stats["converged"] | problem.greedy)
+            status = jnp.where(late, Status.NOT_CONVERGED, status).astype(status.dtype)
+        ok = status == Status.OK
         q = jnp.where(ok[..., None], q, 0.0)
-        return Solution(q=q, status=problem.status, stats=stats)
+        return Solution(q=q, status=status, stats=stats)
 
     def probs(self, logits, *, history=None, history_mask=None):
         sol = self.solve(logits, history=history, history_mask=history_mask)

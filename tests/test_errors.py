@@ -113,3 +113,26 @@ def test_checked_catches_traced_parameter_out_of_range():
     assert np.all(np.isfinite(np.asarray(run(jnp.float32(1.5), LOGITS))))  # unchecked: no error
     with pytest.raises(Exception, match=r"TopP: `p` must be in \(0.0, 1.0\]"):
         sd.checked(run)(jnp.float32(1.5), LOGITS)
+
+
+def test_solver_that_stops_short_reports_not_converged_per_row():
+    """A row whose iterative solver stops before its tolerance is NOT_CONVERGED: q is
+    zeros and its sample is -1 (never a silently unconverged distribution), eager
+    probs() raises naming the status, and rows that did converge are untouched."""
+    obj = sd.Objective(terms=[sd.Entropy(1.0), sd.Coverage(k=4, weights="model")])
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.standard_normal((3, 40)) * 3, jnp.float32)
+    logits = logits.at[1].set(0.0)  # uniform row: q0 = p is already optimal, converges at once
+    short = sd.Decoder(obj, solver=sd.Mirror(steps=2, step_size=0.5, tol=1e-7))
+    sol = short.solve(logits)
+    conv = np.asarray(sol.stats["converged"])
+    assert conv.tolist() == [False, True, False]
+    assert np.asarray(sol.status).tolist() == [sd.Status.NOT_CONVERGED, sd.Status.OK, sd.Status.NOT_CONVERGED]
+    q = np.asarray(sol.q)
+    assert np.all(q[[0, 2]] == 0) and abs(q[1].sum() - 1) < 1e-6
+    with pytest.raises(ValueError, match=r"solver: logits rows \[0, 2\]: the iterative solver did not converge"):
+        short.probs(logits)
+    ids = np.asarray(jax.jit(short.sample)(jax.random.key(0), logits))
+    assert ids[0] == -1 and ids[2] == -1 and 0 <= ids[1] < 40
+    full = sd.Decoder(obj, solver=sd.Mirror(steps=2000, step_size=0.5, tol=1e-7)).solve(logits)
+    assert np.all(np.asarray(full.status) == sd.Status.OK)
