@@ -18,7 +18,7 @@ import numpy as np
 
 
 def _loop(step_fn, steps):
-    def run(bufs, key):
+    def run(bufs, key, operand):
         R = bufs.shape[0]
 
         def body(i, carry):
@@ -26,7 +26,8 @@ def _loop(step_fn, steps):
             x = lax_index(bufs, i % R)
             # a data dependency on the previous step that does not change the values
             x = x + (acc * 0).astype(x.dtype)
-            out = step_fn(jax.random.fold_in(key, i), x)
+            k = jax.random.fold_in(key, i)
+            out = step_fn(k, x) if operand is None else step_fn(k, x, operand)
             return acc + jnp.sum(out).astype(jnp.float32) * 1e-30
 
         return jax.lax.fori_loop(0, steps, body, jnp.float32(0))
@@ -38,15 +39,20 @@ def lax_index(bufs, i):
     return jax.lax.dynamic_index_in_dim(bufs, i, axis=0, keepdims=False)
 
 
-def per_step_time(step_fn, bufs, *, steps=20, repeats=3, min_time=0.2):
-    """Seconds per step of ``step_fn`` amortised inside a jitted loop (best of repeats)."""
+def per_step_time(step_fn, bufs, *, steps=20, repeats=3, min_time=0.2, operand=None):
+    """Seconds per step of ``step_fn`` amortised inside a jitted loop (best of repeats).
+
+    ``operand`` (e.g. a Decoder pytree) is passed as ``step_fn(key, x, operand)`` and
+    enters the jitted loop as an argument, so its float parameters are traced values,
+    as in a generation loop, not constants XLA could fold.
+    """
     key = jax.random.key(0)
     run = _loop(step_fn, steps)
-    jax.block_until_ready(run(bufs, key))  # compile + warm up
+    jax.block_until_ready(run(bufs, key, operand))  # compile + warm up
     best = np.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(run(bufs, key))
+        jax.block_until_ready(run(bufs, key, operand))
         dt = time.perf_counter() - t0
         best = min(best, dt / steps)
         if dt > 5 * min_time and _ >= 1:
@@ -54,15 +60,16 @@ def per_step_time(step_fn, bufs, *, steps=20, repeats=3, min_time=0.2):
     return best
 
 
-def per_call_latency(step_fn, x, *, repeats=20):
+def per_call_latency(step_fn, x, *, repeats=20, operand=None):
     """Median seconds of one jitted call, blocking (dispatch included)."""
     f = jax.jit(step_fn)
+    args = () if operand is None else (operand,)
     key = jax.random.key(0)
-    jax.block_until_ready(f(key, x))
+    jax.block_until_ready(f(key, x, *args))
     times = []
     for i in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(f(jax.random.fold_in(key, i), x))
+        jax.block_until_ready(f(jax.random.fold_in(key, i), x, *args))
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 

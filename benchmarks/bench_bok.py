@@ -58,7 +58,7 @@ def main(argv=None):
     rows = []
     base = None
     for name, dec in decs.items():
-        t = per_step_time(lambda key, x, dec=dec: dec.sample(key, x), bufs, steps=args.steps)
+        t = per_step_time(lambda key, x, dec: dec.sample(key, x), bufs, steps=args.steps, operand=dec)
         base = t if base is None else base
         its = inner = kkt = "–"
         if isinstance(dec.solver, sd.Exact):

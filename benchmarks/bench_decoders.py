@@ -4,7 +4,8 @@
     python benchmarks/bench_decoders.py --grid gpu      # the full grid, on an accelerator
 
 For each (B, V, dtype) it reports device time per decoding step amortised inside a jitted
-``fori_loop`` (see ``_timing.py``), the per-call latency of one jitted call, and ratios to:
+``fori_loop`` (see ``_timing.py``; the decoder enters as a jit argument, so its parameters
+are traced as in ``sd.generate``), the per-call latency of one jitted call, and ratios to:
 
 * ``floor``: one read of the logits (a jitted max-reduction in the same loop: the memory
   floor as this machine actually achieves it);
@@ -169,9 +170,10 @@ def run(grid, steps, only=None, logits="peaked"):
                 for name, dec in presets().items():
                     if only and name not in only:
                         continue
-                    fn = lambda k, x, dec=dec: dec.sample(k, x)  # noqa: E731
-                    t = per_step_time(fn, bufs, steps=steps)
-                    lat = per_call_latency(fn, bufs[0], repeats=10)
+                    # the decoder is a jit argument (traced parameters), as in sd.generate
+                    fn = lambda k, x, dec: dec.sample(k, x)  # noqa: E731
+                    t = per_step_time(fn, bufs, steps=steps, operand=dec)
+                    lat = per_call_latency(fn, bufs[0], repeats=10, operand=dec)
                     rows.append({"B": B, "V": V, "dtype": dtype, "decoder": name, "t": t, "latency": lat, **{f"base_{k}": v for k, v in base.items()}})
                     print(_fmt_row(rows[-1]), flush=True)
     return rows

@@ -149,7 +149,7 @@ def main(argv=None):
         t_model = model_step_time(step, params, config, B, P, steps=16)
         bufs = real_logits(step, params, config, tok, B)
         for name, dec in decs.items():
-            t_dec = per_step_time(lambda key, x, dec=dec: dec.sample(key, x), bufs, steps=20)
+            t_dec = per_step_time(lambda key, x, dec: dec.sample(key, x), bufs, steps=20, operand=dec)
             t_gen2 = time_generate(step, params, ids, cache, dec, B, T2, args.repeats)
             t_gen1 = time_generate(step, params, ids, cache, dec, B, T1, args.repeats)
             t_step = (t_gen2 - t_gen1) / (T2 - T1)

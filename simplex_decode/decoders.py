@@ -122,9 +122,9 @@ class Decoder:
     def solve(self, logits, *, history=None, history_mask=None) -> Solution:
         problem = self.objective.prepare(logits, history=history, history_mask=history_mask)
         q, stats = self.solver(self.objective, problem)
-        from .solvers.closed_form import argmax_onehot
+        from .solvers.closed_form import greedy_where
 
-        q = jnp.where(problem.greedy[..., None], argmax_onehot(problem.scores, problem.mask), q)
+        q = greedy_where(problem.greedy[..., None], q, problem.scores, problem.mask)
         status = problem.status
         if "converged" in stats:
             # an iterative solver that stopped short of its tolerance: reported, not used

@@ -28,7 +28,7 @@ from .._select import KCAP, argmax
 from .._window import choose, window
 from ..terms import KL, Entropy, SquaredL2, Tsallis
 
-__all__ = ["closed_form_kind", "solve_closed_form", "argmax_onehot", "sparsemax", "entmax"]
+__all__ = ["closed_form_kind", "solve_closed_form", "argmax_onehot", "greedy_where", "sparsemax", "entmax"]
 
 
 def closed_form_kind(terms) -> str | None:
@@ -49,6 +49,20 @@ def argmax_onehot(s, mask):
     """One-hot argmax of ``s`` over the mask; ties go to the lowest index."""
     idx = argmax(jnp.where(mask, s, -jnp.inf))
     return jax.nn.one_hot(idx, s.shape[-1], dtype=s.dtype)
+
+
+def greedy_where(rows, q, s, mask):
+    """``q`` with the one-hot argmax of ``s`` in the ``rows`` (shape ``(..., 1)``).
+
+    The argmax (two passes and a write over the vocabulary) runs only when some row of
+    the batch needs it (``lax.cond``), not on every step of a sampling loop.
+    """
+    return lax.cond(
+        jnp.any(rows),
+        lambda q, s, mask: jnp.where(rows, argmax_onehot(s, mask), q),
+        lambda q, s, mask: q,
+        q, s, mask,
+    )
 
 
 def _per_row(x, like):
@@ -187,9 +201,8 @@ def _weight(term, like):
 def solve_closed_form(kind: str, terms, problem):
     """The optimum of ``<q, s> + Σ c_j φ_j(q)`` on the support, for a recognised ``kind``."""
     s, mask, ctx = problem.scores, problem.mask, problem.ctx
-    greedy = argmax_onehot(s, mask)
     if kind == "argmax":
-        return greedy
+        return argmax_onehot(s, mask)
     if kind == "gibbs":
         lam = jnp.zeros_like(s[..., :1])
         num = s
@@ -201,7 +214,7 @@ def solve_closed_form(kind: str, terms, problem):
                 num = num + jnp.where(c > 0, c * jnp.where(mask, logp, 0.0), 0.0)
         safe = jnp.where(lam > 0, lam, 1.0)
         q = _masked_softmax(num / safe, mask)
-        return jnp.where(lam > 0, q, greedy)
+        return greedy_where(lam <= 0, q, s, mask)
     (term,) = terms
     c = _weight(term, s)
     safe = jnp.where(c > 0, c, 1.0)
@@ -212,4 +225,4 @@ def solve_closed_form(kind: str, terms, problem):
         q = entmax(z, term.alpha, mask)
     else:  # pragma: no cover - guarded by closed_form_kind
         raise ValueError(f"unknown closed form {kind!r}")
-    return jnp.where(c > 0, q, greedy)
+    return greedy_where(c <= 0, q, s, mask)
