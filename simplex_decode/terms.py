@@ -193,8 +193,22 @@ class Term:
         raise NotImplementedError
 
 
+class _EntropicCoords:
+    """Per-coordinate form shared by the entropic terms (Shannon entropy, ``−KL(q‖p)``):
+    ``φ'_v(q) = ℓ_v − log q − 1`` with ``ℓ_v = data["log_base"]`` (0, or ``log p_v``)."""
+
+    def coord_grad(self, q, data):
+        return data["log_base"] - jnp.log(q) - 1.0
+
+    def coord_hess(self, q, data):
+        return -1.0 / q
+
+    def coord_grad_inverse(self, y, data):
+        return jnp.exp(data["log_base"] - y - 1.0)
+
+
 @pytree_dataclass
-class Entropy(Term):
+class Entropy(_EntropicCoords, Term):
     """Shannon entropy ``H(q) = −Σ_v q_v log q_v``. Alone, its optimum is ``softmax(s / c)``."""
 
     weight: Any = 1.0
@@ -211,15 +225,6 @@ class Entropy(Term):
 
     def coord_data(self, ctx):
         return {"log_base": jnp.zeros((), ctx.logits.dtype)}
-
-    def coord_grad(self, q, data):
-        return data["log_base"] - jnp.log(q) - 1.0
-
-    def coord_hess(self, q, data):
-        return -1.0 / q
-
-    def coord_grad_inverse(self, y, data):
-        return jnp.exp(data["log_base"] - y - 1.0)
 
     def cvxpy(self, q, data):
         import cvxpy as cp
@@ -309,7 +314,7 @@ class Tsallis(Term):
 
 
 @pytree_dataclass
-class KL(Term):
+class KL(_EntropicCoords, Term):
     """``−KL(q ‖ p) = −Σ_v q_v log(q_v / p_v)`` to a reference distribution ``p``.
 
     ``reference=None`` (the default) uses the model's own distribution
@@ -339,15 +344,6 @@ class KL(Term):
 
     def coord_data(self, ctx):
         return {"log_base": self.log_reference(ctx)}
-
-    def coord_grad(self, q, data):
-        return data["log_base"] - jnp.log(q) - 1.0
-
-    def coord_hess(self, q, data):
-        return -1.0 / q
-
-    def coord_grad_inverse(self, y, data):
-        return jnp.exp(data["log_base"] - y - 1.0)
 
     def reference_data(self, ctx):
         return {"log_ref": self.log_reference(ctx)}
