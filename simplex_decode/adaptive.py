@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from ._core import check_range, per_row, pytree_dataclass, require, set_field
+from ._select import argmax
 from .scores import ScoreTransform
 
 __all__ = ["entropy_stats", "EDT", "DynamicTemperature", "EntropixTemperature"]
@@ -49,11 +50,17 @@ def entropy_stats(scores):
 
 
 def _apply(scores, t):
-    """``s / t`` per row; rows with ``t = 0`` keep only their first argmax."""
+    """``s / t`` per row; rows with ``t = 0`` keep only their first argmax (computed only
+    when some row of the batch has ``t = 0``)."""
     t = t[..., None].astype(scores.dtype)
-    first = jax.nn.one_hot(jnp.argmax(scores, axis=-1), scores.shape[-1], dtype=bool)
-    greedy = jnp.where(first, scores, -jnp.inf)
-    return jnp.where(t > 0, scores / jnp.where(t > 0, t, 1.0), greedy)
+    tempered = scores / jnp.where(t > 0, t, 1.0)
+
+    def with_greedy_rows(tempered, scores):
+        ids = jax.lax.broadcasted_iota(jnp.int32, scores.shape, scores.ndim - 1)
+        first = ids == argmax(scores)[..., None]
+        return jnp.where(t > 0, tempered, jnp.where(first, scores, -jnp.inf))
+
+    return jax.lax.cond(jnp.any(t <= 0), with_greedy_rows, lambda tempered, _: tempered, tempered, scores)
 
 
 class _AdaptiveTemperature(ScoreTransform):

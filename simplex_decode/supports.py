@@ -14,7 +14,7 @@ token ids are kept first; greedy takes the lowest index among the maxima.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -171,6 +171,35 @@ def _nucleus_ties(e, valid, t, below, tail, ids):
     return tie_cut(tie, r, ids)
 
 
+class _Candidates(NamedTuple):
+    win: Any  # the Window of the masked scores
+    m: Any  # the row max (shift of e)
+    vals: Any  # the KCAP + 1 largest window scores, descending
+    ev: Any  # exp(vals − m) where above `rest`, else 0: every entry with e > rest
+    rest: Any  # e of the largest entry that is not a candidate (an upper bound)
+    small: Any  # Σ e over the entries with e ≤ rest (the non-candidates and ties of rest)
+
+
+def _candidates(xm, e):
+    """The largest entries of ``softmax(xm)`` (``e = exp(xm − max)``), or None (no window).
+
+    Probability-threshold rules (top-p, typical) search their threshold among these when
+    the mass outside (``small``) provably does not reach the cut.
+    """
+    win = window(xm, fill=-jnp.inf) if xm.dtype == jnp.float32 else None
+    if win is None:
+        return None
+    (wx,) = win.values
+    m = jnp.max(wx, axis=-1, keepdims=True)  # the row max lies in the window
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    kcap = min(KCAP, wx.shape[-1] - 1)
+    vals = lax.top_k(wx, kcap + 1)[0]  # values only: XLA's fast top-k
+    rest = jnp.exp(jnp.maximum(win.outside, jnp.min(vals, axis=-1, keepdims=True)) - m)
+    small = jnp.sum(jnp.where(e <= rest, e, 0.0), axis=-1, keepdims=True)
+    ev = jnp.exp(vals - m)
+    return _Candidates(win, m, vals, jnp.where(ev > rest, ev, 0.0), rest, small)
+
+
 def nucleus_mask(x, p, mask):
     """Top-p (nucleus) of ``softmax(x)`` on ``mask``, exact (see :class:`TopP`).
 
@@ -186,26 +215,17 @@ def nucleus_mask(x, p, mask):
         t, below = _nucleus_threshold(e, tail, jnp.zeros_like(tail))
         return t, _nucleus_ties(e, mask, t, below, tail, None)
 
-    xm = jnp.where(mask, x, -jnp.inf)
-    win = window(xm, fill=-jnp.inf) if xm.dtype == jnp.float32 else None
-    if win is None:
+    c = _candidates(jnp.where(mask, x, -jnp.inf), e)
+    if c is None:
         t, cut = full_row(e, tail, mask)
     else:
-        (wx,) = win.values
-        m = jnp.max(wx, axis=-1, keepdims=True)
-        m = jnp.where(jnp.isfinite(m), m, 0.0)
-        kcap = min(KCAP, wx.shape[-1] - 1)
-        vals = lax.top_k(wx, kcap + 1)[0]  # values only: XLA's fast top-k
-        rest = jnp.exp(jnp.maximum(win.outside, jnp.min(vals, axis=-1, keepdims=True)) - m)
-        # every entry with e > rest is among the candidates; the others sum to `small`
-        small = jnp.sum(jnp.where(e <= rest, e, 0.0), axis=-1, keepdims=True)
-        ev = jnp.exp(vals - m)
-        t_w, below_w = _nucleus_threshold(jnp.where(ev > rest, ev, 0.0), tail, small)
+        t_w, below_w = _nucleus_threshold(c.ev, tail, c.small)
+        wx = c.win.values[0]
         wvalid = wx > -jnp.inf
-        we = jnp.where(wvalid, jnp.exp(wx - m), 0.0)
-        cut_w = _nucleus_ties(we, wvalid, t_w, below_w, tail, win.ids)
+        we = jnp.where(wvalid, jnp.exp(wx - c.m), 0.0)
+        cut_w = _nucleus_ties(we, wvalid, t_w, below_w, tail, c.win.ids)
         # small <= tail: the cut lies strictly above `rest`, among the candidates
-        t, cut = choose(small <= tail, (t_w, cut_w), full_row, e, tail, mask)
+        t, cut = choose(c.small <= tail, (t_w, cut_w), full_row, e, tail, mask)
     ids = lax.broadcasted_iota(jnp.int32, e.shape, e.ndim - 1)
     return mask & ((e > t) | ((e == t) & (ids <= cut)))
 
@@ -331,10 +351,29 @@ class Typical(SupportRule):
         hi = jnp.max(jnp.where(mask, dist, 0.0), axis=-1, keepdims=True)
         tail = (1.0 - _row(self.p, e).astype(e.dtype)) * z
 
-        def tail_small_enough(t):
-            return jnp.sum(jnp.where(dist > t, e, 0.0), axis=-1, keepdims=True) <= tail
+        def full_row(dist, e, tail, hi):
+            def tail_small_enough(t):
+                return jnp.sum(jnp.where(dist > t, e, 0.0), axis=-1, keepdims=True) <= tail
 
-        t_star = bisect_smallest_true(tail_small_enough, hi, e.dtype, e.shape[:-1])
+            return bisect_smallest_true(tail_small_enough, hi, e.dtype, e.shape[:-1])
+
+        c = _candidates(jnp.where(mask, x, -jnp.inf), e)
+        if c is None:
+            t_star = full_row(dist, e, tail, hi)
+        else:
+            # Candidates: the largest probabilities. Every other token has surprisal
+            # ≥ log z − log rest, so its distance is ≥ d_out; below d_out the mass with
+            # dist > t is `small` plus candidates, exactly, and t* < d_out certifies it.
+            safe_z = jnp.where(z > 0, z, 1.0)
+            logp_c = c.vals - c.m - jnp.log(safe_z)
+            dist_c = jnp.where(c.ev > 0, jnp.abs(-logp_c - ent), jnp.inf)
+
+            def window_small_enough(t):
+                return c.small + jnp.sum(jnp.where(dist_c > t, c.ev, 0.0), axis=-1, keepdims=True) <= tail
+
+            t_w = bisect_smallest_true(window_small_enough, hi, e.dtype, e.shape[:-1])
+            d_out = jnp.maximum(jnp.log(safe_z) - jnp.log(c.rest) - ent, 0.0)
+            t_star = choose(t_w < d_out, t_w, full_row, dist, e, tail, hi)
         return mask & (dist <= t_star)
 
 

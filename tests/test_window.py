@@ -187,3 +187,23 @@ def test_window_gathers_blocks_in_id_order_and_reports_the_outside_max():
         np.testing.assert_array_equal(wid[b][valid], ids[valid])
         rest = np.delete(bmax[b], top)
         assert float(win.outside[b, 0]) == rest.max()
+
+
+@pytest.mark.parametrize("kind, fits", CASES)
+def test_typical_window(paths, monkeypatch, kind, fits):
+    """Typical sampling searches its distance threshold among the most probable tokens
+    (every other token is at least d_out from the entropy): the kept set equals the
+    full-row bisection exactly, and transformers' warper."""
+    from .test_catalogue_supports import typical_ref
+
+    x = _logits(kind, 3, 30000, 17)
+    mask = np.ones(x.shape, bool)
+    for p in (0.2, 0.9, 0.99):
+        rule = sd.Typical(p)
+        args = (jnp.asarray(x), jnp.asarray(mask), None)
+        got = np.asarray(rule(*args))
+        np.testing.assert_array_equal(got, _full_row(monkeypatch, rule, *args))
+        np.testing.assert_array_equal(got, typical_ref(x, p))
+    # p = 0.2 stays among the top tokens of peaked rows; at 0.9/0.99 typical sets reach
+    # into the bulk (tokens whose surprisal is near H), which the full row handles
+    assert paths[0] if fits else not any(paths)
