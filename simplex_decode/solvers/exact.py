@@ -36,6 +36,16 @@ the closed form above and their total is one log-sum-exp computed once, so the N
 iteration touches ``M`` coordinates instead of ``V`` — one pass over the vocabulary to set
 up and one to write ``q``.
 
+Sparsity is exploited too: in rows without entropic terms or bounds, ``q_v(ν) = 0``
+exactly when ``f_v'(0) ≤ ν``. The solver takes the :data:`CANDIDATES` coordinates with the
+largest ``f_v'(0)`` (among the :data:`BLOCKS` blocks of :data:`BLOCK` entries with the
+largest maxima: one pass and two small top-k's), solves ``Σ_{v∈C} q_v(ν) = 1`` on them for
+``ν_C`` and certifies the result: if every other coordinate has ``f_v'(0) ≤ ν_C`` (the
+largest of them is known from the selection), it has ``q_v(ν_C) = 0`` and ``(ν_C, q)``
+solves the whole row — exactly, not approximately. If any row of the batch fails the
+certificate (a flat row whose support is larger), the batch runs the full path
+(``lax.cond``; under ``vmap`` both run). Long rows only (``V ≥`` ``2·BLOCKS·BLOCK``).
+
 Derivatives come from the implicit function theorem on the KKT system (``custom_jvp``;
 reverse mode by transposition), never from unrolling the loops: on the free coordinates
 (``0 < q_v < u_v``) with ``h_v = −f_v''(q_v) > 0`` and ``dg_v`` the change of ``f_v'(q_v)``
@@ -60,7 +70,7 @@ from jax import lax
 
 from .._core import check_range, per_row, pytree_dataclass, require, static_field
 from .base import Solver
-from .closed_form import argmax_onehot
+from .closed_form import argmax_onehot, greedy_where
 
 __all__ = ["Exact", "best_response", "kkt_residual", "duality_gap"]
 
@@ -136,13 +146,14 @@ def _rest_eval(rest, datas, q, *, safe_weights=True, hess=True):
     return R, Rp
 
 
-def _scatter_set(base, idx, vals):
-    """``base[..., idx] = vals`` row by row (no Python loop over rows)."""
+def _scatter_set(base, idx, vals, mode=None):
+    """``base[..., idx] = vals`` row by row (no Python loop over rows); ``mode="drop"``
+    skips ids ``≥ V``."""
     V = base.shape[-1]
     M = idx.shape[-1]
     n = int(np.prod(base.shape[:-1], dtype=np.int64))
     rows = jnp.arange(n)[:, None]
-    out = base.reshape(n, V).at[rows, idx.reshape(n, M)].set(vals.reshape(n, M))
+    out = base.reshape(n, V).at[rows, idx.reshape(n, M)].set(vals.reshape(n, M), mode=mode)
     return out.reshape(base.shape)
 
 
@@ -368,7 +379,7 @@ def _newton_on_nu(P: _Parts, cfg: _Config, evaluate, nu0, lo, hi, x0, q0):
     return nu, q, S, it, n_inner, converged
 
 
-def _solve_impl(cfg: _Config, s, mask, terms, ctx):
+def _solve_full(cfg: _Config, s, mask, terms, ctx):
     V = s.shape[-1]
     dtype = s.dtype
     fast = _fast_coords(terms, ctx, V)
@@ -463,6 +474,141 @@ def _solve_impl(cfg: _Config, s, mask, terms, ctx):
     q = jnp.where(P.all_zero, greedy, q)
     q = jnp.where(mask, q, 0.0)
     return q, (nu + P.m)[..., 0], it[..., 0], jnp.broadcast_to(n_inner, it.shape[:-1]), converged[..., 0]
+
+
+# --------------------------------------------------------------------------------------
+# Rows without entropic terms: iterate on a candidate set
+# --------------------------------------------------------------------------------------
+
+
+CANDIDATES = 256  # static size of the candidate set (the largest f_v'(0) per row)
+BLOCK = 64  # the candidates are chosen among the BLOCKS blocks of BLOCK entries ...
+BLOCKS = 64  # ... with the largest maxima (one pass and two small top-k's, not a top-k of V)
+_MIN_LENGTH = 2 * BLOCKS * BLOCK  # shorter rows go straight to the full path
+
+
+def choose(ok, fast, slow, *operands):
+    """``fast`` if every row's candidate result is certified (``ok``), else ``slow(*operands)``.
+
+    The full-row inputs are passed as ``operands`` so that the full path's work stays
+    inside its branch. A module-level function so that tests can record the decision."""
+    return lax.cond(jnp.all(ok), lambda *_: fast, slow, *operands)
+
+
+def _take_blocks(a, ids):
+    """``a[..., ids[...], :]`` as whole-block slices (a per-element gather is slow on CPU)."""
+    batch = ids.shape[:-1]
+    n = int(np.prod(batch, dtype=np.int64))
+    flat = a.reshape((n,) + a.shape[-2:])
+    out = jax.vmap(lambda r, i: r[i])(flat, ids.reshape(n, -1))
+    return out.reshape(batch + out.shape[-2:])
+
+
+def _candidates(g, C: int):
+    """``(ids, outside)``: the token ids of the ``C + 1`` largest ``g`` found in the
+    ``BLOCKS`` blocks with the largest maxima (largest first; padding ids are ``≥ V``), and
+    an upper bound on ``g`` at every id other than the first ``C`` (exactly the largest
+    such ``g`` when those blocks hold the ``C + 1`` largest entries).
+
+    Only ``lax.top_k``'s indices are used, in one piece: XLA CPU keeps its fast top-k
+    custom call for that pattern and falls back to a full sort otherwise.
+    """
+    V = g.shape[-1]
+    batch = g.shape[:-1]
+    nb = -(-V // BLOCK)
+    if nb * BLOCK > V:
+        g = jnp.pad(g, [(0, 0)] * len(batch) + [(0, nb * BLOCK - V)], constant_values=-jnp.inf)
+    gb = g.reshape(batch + (nb, BLOCK))
+    top = lax.top_k(jnp.max(gb, axis=-1), BLOCKS + 1)[1]
+    win = _take_blocks(gb, top)  # (..., BLOCKS + 1, BLOCK)
+    # Every block outside the first BLOCKS has its maximum ≤ that of block BLOCKS + 1.
+    out_blocks = jnp.max(win[..., BLOCKS, :], axis=-1, keepdims=True)
+    vals = jnp.where((jnp.arange(BLOCKS + 1) < BLOCKS)[:, None], win, -jnp.inf).reshape(batch + (-1,))
+    pos = lax.top_k(vals, C + 1)[1]
+    out_win = jnp.take_along_axis(vals, pos, axis=-1)[..., C:]
+    gid = (top[..., None] * BLOCK + jnp.arange(BLOCK, dtype=top.dtype)).reshape(batch + (-1,))
+    return jnp.take_along_axis(gid, pos, axis=-1), jnp.maximum(out_blocks, out_win)
+
+
+def _gather_data(data, idx, V):
+    """A term's per-coordinate data at ``idx`` (per-row entries are kept as they are)."""
+    out = {}
+    for name, x in data.items():
+        x = jnp.asarray(x)
+        if x.ndim and x.shape[-1] == V:
+            x = jnp.take_along_axis(jnp.broadcast_to(x, idx.shape[:-1] + (V,)), idx, axis=-1)
+        out[name] = x
+    return out
+
+
+def _solve_candidates(cfg: _Config, s, mask, terms, ctx):
+    """The exact solution computed on the ``C`` coordinates with the largest ``f_v'(0)``,
+    with its certificate, or None when the path does not apply (statically).
+
+    Without entropic terms or bounds, ``q_v(ν) = 0`` exactly when ``f_v'(0) ≤ ν``. Solve
+    ``Σ_{v∈C} q_v(ν) = 1`` on the candidates ``C`` for ``ν_C``; if every other coordinate
+    has ``f_v'(0) ≤ ν_C`` (checked against the bound ``outside`` of :func:`_candidates`),
+    then ``q_v(ν_C) = 0`` there, ``Σ_v q_v(ν_C) = 1`` over the whole row and ``(ν_C, q)``
+    is the exact solution of the full problem. Returns ``(outputs, ok)``, ``ok`` per row
+    (rows whose weights are all 0 are the argmax of ``s`` on either path).
+    """
+    V = s.shape[-1]
+    C_n = CANDIDATES
+    if V < _MIN_LENGTH or not terms or any(t.entropic or t.bound for t in terms):
+        return None
+    dtype = s.dtype
+    P = _parts(s, mask, terms, ctx)
+    # f_v'(0) − m over the whole row (per-row constant parts broadcast, not materialised).
+    zero = jnp.zeros(s.shape[:-1] + (1,), dtype)
+    R0 = zero
+    for t, c, d in P.rest:
+        R0 = R0 + jnp.where(c > 0, c * t.coord_grad(zero, d), 0.0)
+    g0 = jnp.where(mask, P.z + R0, -jnp.inf)
+    # C + 1 ids, the last one kept out of the candidates by the mask (slicing the ids
+    # would turn XLA's top-k into a sort); ids ≥ V (padding) are masked out too.
+    ids, outside = _candidates(g0, C_n)
+    idx = jnp.minimum(ids, V - 1)
+    gz = jnp.take_along_axis(P.z, idx, axis=-1)
+    gmask = jnp.take_along_axis(mask, idx, axis=-1) & (ids < V) & (jnp.arange(C_n + 1) < C_n)
+    datas = tuple(_gather_data(d, idx, V) for (_, _, d) in P.rest)
+    Pc = P._replace(z=gz, mask=gmask)
+    Cc = _make_coords(Pc, gz, datas, P.u, gmask)
+    n = jnp.maximum(jnp.sum(gmask, axis=-1, keepdims=True), 1).astype(dtype)
+
+    def fprime(q):
+        R, _ = _rest_eval(P.rest, datas, q + jnp.zeros_like(gz), hess=False)
+        return gz + R
+
+    def masked_max(a):
+        return jnp.max(jnp.where(gmask, a, -jnp.inf), axis=-1, keepdims=True)
+
+    hi = masked_max(fprime(1.0 / n))
+    lo = masked_max(fprime(jnp.ones_like(gz)))
+
+    def evaluate(nu, x):
+        q, dq, x, ni = best_response(Pc, Cc, nu, x, inner_steps=cfg.inner_steps)
+        return q, jnp.sum(q, -1, keepdims=True), jnp.sum(dq, -1, keepdims=True), x, ni
+
+    x0 = jnp.full(idx.shape, jnp.nan, dtype)
+    q0 = jnp.zeros(idx.shape, dtype)
+    nu, q, S, it, n_inner, converged = _newton_on_nu(Pc, cfg, evaluate, lo, lo, hi, x0, q0)
+    S = jnp.sum(q, -1, keepdims=True)
+    q = q * jnp.where(S > 0, 1.0 / jnp.where(S > 0, S, 1.0), 1.0)
+    q = _scatter_set(jnp.zeros(s.shape, dtype), ids, q, mode="drop")
+    # q is 0 off the mask already (masked candidates are not free); the argmax only runs
+    # when some row needs it.
+    q = greedy_where(P.all_zero, q, s, mask)
+    ok = P.all_zero | (converged & (outside <= nu))
+    outs = (q, (nu + P.m)[..., 0], it[..., 0], jnp.broadcast_to(n_inner, it.shape[:-1]), converged[..., 0])
+    return outs, ok
+
+
+def _solve_impl(cfg: _Config, s, mask, terms, ctx):
+    cand = _solve_candidates(cfg, s, mask, terms, ctx)
+    if cand is None:
+        return _solve_full(cfg, s, mask, terms, ctx)
+    fast, ok = cand
+    return choose(ok, fast, functools.partial(_solve_full, cfg), s, mask, terms, ctx)
 
 
 # --------------------------------------------------------------------------------------
