@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["BLOCK", "WINDOW_BLOCKS", "Window", "window", "choose"]
+__all__ = ["BLOCK", "WINDOW_BLOCKS", "Window", "window", "take_blocks", "choose"]
 
 BLOCK = 64
 WINDOW_BLOCKS = 128
@@ -70,15 +70,15 @@ def window(select, *others, fill):
     rest = jnp.put_along_axis(bmax, top_ids, -jnp.inf, axis=-1, inplace=False)
     outside = jnp.max(rest, axis=-1, keepdims=True)
     ids = jnp.sort(top_ids, axis=-1)
-    gathered = [_take_blocks(sb, ids)]
+    gathered = [take_blocks(sb, ids)]
     for a in others:
         pad_value = False if a.dtype == jnp.bool_ else 0
-        gathered.append(_take_blocks(blocks(a, pad_value), ids))
+        gathered.append(take_blocks(blocks(a, pad_value), ids))
     flat = tuple(g.reshape(batch + (WINDOW_BLOCKS * BLOCK,)) for g in gathered)
     return Window(flat, ids, outside, nb, V)
 
 
-def _take_blocks(a, ids):
+def take_blocks(a, ids):
     """``a[..., ids[...], :]`` as whole-block slices (a per-element gather is slow on CPU)."""
     batch = ids.shape[:-1]
     n = math.prod(batch)

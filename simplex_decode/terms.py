@@ -28,7 +28,9 @@ along the last axis together with ``data``:
 * ``active_indices(ctx)`` — ``(..., M)`` token ids (static ``M``) outside which ``φ_v ≡ 0``,
   or ``None``. When the only non-entropic term has one, the exact solver sums every other
   coordinate in closed form (one log-sum-exp) and iterates on ``M`` coordinates only;
-* ``bound = True`` and ``upper_bound(ctx)`` — a constraint ``q_v ≤ u_v`` (value 0 inside).
+* ``bound = True`` and ``upper_bound(ctx)`` — a constraint ``q_v ≤ u_v`` (value 0 inside);
+* ``dense = True`` — ``φ_v'(0) = +∞`` (entropic terms, Jensen–Shannon): with a positive
+  weight every allowed token gets mass, so solvers need not look for a sparse support.
 
 ``grad(q, ctx)``, ``hess(q, ctx)`` and ``grad_inverse(y, ctx)`` are the same on the full
 vocabulary.
@@ -132,6 +134,7 @@ class Term:
     separable: ClassVar[bool] = True
     entropic: ClassVar[bool] = False  # φ_v'(q) = data["log_base"]_v − log q − 1
     bound: ClassVar[bool] = False  # constraint-like: q_v ≤ upper_bound(ctx), value 0 inside
+    dense: ClassVar[bool] = False  # φ_v'(0) = +∞: no token of the support gets q_v = 0
     weight: Any
 
     def value(self, q, ctx):  # pragma: no cover - interface
@@ -172,14 +175,7 @@ class Term:
         idx = self.active_indices(ctx)
         if idx is None:
             return None
-        V = ctx.logits.shape[-1]
-        data = {}
-        for name, x in self.coord_data(ctx).items():
-            x = jnp.asarray(x)
-            if x.ndim and x.shape[-1] == V:
-                x = jnp.take_along_axis(jnp.broadcast_to(x, idx.shape[:-1] + (V,)), idx, axis=-1)
-            data[name] = x
-        return idx, data
+        return idx, gather_coord_data(self.coord_data(ctx), idx, ctx.logits.shape[-1])
 
     def cvxpy_constraints(self, q, data) -> list:
         """Constraints the term adds to the cvxpy reference problem."""
@@ -193,9 +189,23 @@ class Term:
         raise NotImplementedError
 
 
+def gather_coord_data(data: dict, idx, V: int) -> dict:
+    """Per-coordinate ``data`` at token ids ``idx`` (``(..., M)``); entries that are not
+    ``(..., V)``-shaped (scalars, per-row values) are kept as they are."""
+    out = {}
+    for name, x in data.items():
+        x = jnp.asarray(x)
+        if x.ndim and x.shape[-1] == V:
+            x = jnp.take_along_axis(jnp.broadcast_to(x, idx.shape[:-1] + (V,)), idx, axis=-1)
+        out[name] = x
+    return out
+
+
 class _EntropicCoords:
     """Per-coordinate form shared by the entropic terms (Shannon entropy, ``−KL(q‖p)``):
     ``φ'_v(q) = ℓ_v − log q − 1`` with ``ℓ_v = data["log_base"]`` (0, or ``log p_v``)."""
+
+    dense: ClassVar[bool] = True
 
     def coord_grad(self, q, data):
         return data["log_base"] - jnp.log(q) - 1.0
@@ -543,6 +553,7 @@ class JensenShannon(Term):
       [0.9776, 0.0214, 0.001]
     """
 
+    dense: ClassVar[bool] = True
     weight: Any = 1.0
     reference: Any = None
 

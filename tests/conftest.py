@@ -17,3 +17,22 @@ def x64():
     """Run a test with 64-bit floats (reference comparisons, finite differences)."""
     with jax.enable_x64(True):
         yield
+
+
+def record_choices(monkeypatch, *modules):
+    """Patch ``choose`` (the window / candidate-set decision, see ``_window.choose``) in
+    ``modules`` so that every decision is recorded: True when every row took the fast,
+    certified path. Works eagerly and under ``jit`` (a debug callback); returns the list."""
+    import numpy as np
+
+    from simplex_decode import _window
+
+    taken = []
+
+    def recording_choose(ok, fast, slow, *operands):
+        jax.debug.callback(lambda o: taken.append(bool(np.all(o))), ok)
+        return _window.choose(ok, fast, slow, *operands)
+
+    for mod in modules:
+        monkeypatch.setattr(mod, "choose", recording_choose)
+    return taken

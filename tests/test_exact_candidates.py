@@ -20,6 +20,8 @@ import pytest
 import simplex_decode as sd
 from simplex_decode.solvers import exact
 
+from .conftest import record_choices
+
 V = 20000
 
 
@@ -31,14 +33,7 @@ def _fresh_jit(m):
 @pytest.fixture
 def paths(monkeypatch):
     """Record, for each candidate decision, whether every row was certified."""
-    taken = []
-    choose = exact.choose
-
-    def recording_choose(ok, fast, slow, *operands):
-        jax.debug.callback(lambda o: taken.append(bool(np.all(o))), ok)
-        return choose(ok, fast, slow, *operands)
-
-    monkeypatch.setattr(exact, "choose", recording_choose)
+    taken = record_choices(monkeypatch, exact)
     _fresh_jit(monkeypatch)
     return taken
 

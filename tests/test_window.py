@@ -18,20 +18,13 @@ import simplex_decode.supports as sup
 from simplex_decode import _window
 
 from . import _numpy_ref as npr
+from .conftest import record_choices
 
 
 @pytest.fixture
 def paths(monkeypatch):
-    """Record, for each window decision, whether every row fitted (eager calls only)."""
-    taken = []
-
-    def recording_choose(ok, fast, slow, *operands):
-        taken.append(bool(np.all(np.asarray(ok))))
-        return _window.choose(ok, fast, slow, *operands)
-
-    for mod in (sel, sup, cf):
-        monkeypatch.setattr(mod, "choose", recording_choose)
-    return taken
+    """Record, for each window decision, whether every row fitted."""
+    return record_choices(monkeypatch, sel, sup, cf)
 
 
 def _logits(kind, B, V, seed):

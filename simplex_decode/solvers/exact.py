@@ -69,6 +69,8 @@ import numpy as np
 from jax import lax
 
 from .._core import check_range, per_row, pytree_dataclass, require, static_field
+from .._window import choose, take_blocks
+from ..terms import gather_coord_data
 from .base import Solver
 from .closed_form import argmax_onehot, greedy_where
 
@@ -487,23 +489,6 @@ BLOCKS = 64  # ... with the largest maxima (one pass and two small top-k's, not 
 _MIN_LENGTH = 2 * BLOCKS * BLOCK  # shorter rows go straight to the full path
 
 
-def choose(ok, fast, slow, *operands):
-    """``fast`` if every row's candidate result is certified (``ok``), else ``slow(*operands)``.
-
-    The full-row inputs are passed as ``operands`` so that the full path's work stays
-    inside its branch. A module-level function so that tests can record the decision."""
-    return lax.cond(jnp.all(ok), lambda *_: fast, slow, *operands)
-
-
-def _take_blocks(a, ids):
-    """``a[..., ids[...], :]`` as whole-block slices (a per-element gather is slow on CPU)."""
-    batch = ids.shape[:-1]
-    n = int(np.prod(batch, dtype=np.int64))
-    flat = a.reshape((n,) + a.shape[-2:])
-    out = jax.vmap(lambda r, i: r[i])(flat, ids.reshape(n, -1))
-    return out.reshape(batch + out.shape[-2:])
-
-
 def _candidates(g, C: int):
     """``(ids, outside)``: the token ids of the ``C + 1`` largest ``g`` found in the
     ``BLOCKS`` blocks with the largest maxima (largest first; padding ids are ``≥ V``), and
@@ -520,7 +505,7 @@ def _candidates(g, C: int):
         g = jnp.pad(g, [(0, 0)] * len(batch) + [(0, nb * BLOCK - V)], constant_values=-jnp.inf)
     gb = g.reshape(batch + (nb, BLOCK))
     top = lax.top_k(jnp.max(gb, axis=-1), BLOCKS + 1)[1]
-    win = _take_blocks(gb, top)  # (..., BLOCKS + 1, BLOCK)
+    win = take_blocks(gb, top)  # (..., BLOCKS + 1, BLOCK)
     # Every block outside the first BLOCKS has its maximum ≤ that of block BLOCKS + 1.
     out_blocks = jnp.max(win[..., BLOCKS, :], axis=-1, keepdims=True)
     vals = jnp.where((jnp.arange(BLOCKS + 1) < BLOCKS)[:, None], win, -jnp.inf).reshape(batch + (-1,))
@@ -528,17 +513,6 @@ def _candidates(g, C: int):
     out_win = jnp.take_along_axis(vals, pos, axis=-1)[..., C:]
     gid = (top[..., None] * BLOCK + jnp.arange(BLOCK, dtype=top.dtype)).reshape(batch + (-1,))
     return jnp.take_along_axis(gid, pos, axis=-1), jnp.maximum(out_blocks, out_win)
-
-
-def _gather_data(data, idx, V):
-    """A term's per-coordinate data at ``idx`` (per-row entries are kept as they are)."""
-    out = {}
-    for name, x in data.items():
-        x = jnp.asarray(x)
-        if x.ndim and x.shape[-1] == V:
-            x = jnp.take_along_axis(jnp.broadcast_to(x, idx.shape[:-1] + (V,)), idx, axis=-1)
-        out[name] = x
-    return out
 
 
 def _solve_candidates(cfg: _Config, s, mask, terms, ctx):
@@ -554,7 +528,7 @@ def _solve_candidates(cfg: _Config, s, mask, terms, ctx):
     """
     V = s.shape[-1]
     C_n = CANDIDATES
-    if V < _MIN_LENGTH or not terms or any(t.entropic or t.bound for t in terms):
+    if V < _MIN_LENGTH or not terms or any(t.entropic or t.bound or t.dense for t in terms):
         return None
     dtype = s.dtype
     P = _parts(s, mask, terms, ctx)
@@ -570,7 +544,7 @@ def _solve_candidates(cfg: _Config, s, mask, terms, ctx):
     idx = jnp.minimum(ids, V - 1)
     gz = jnp.take_along_axis(P.z, idx, axis=-1)
     gmask = jnp.take_along_axis(mask, idx, axis=-1) & (ids < V) & (jnp.arange(C_n + 1) < C_n)
-    datas = tuple(_gather_data(d, idx, V) for (_, _, d) in P.rest)
+    datas = tuple(gather_coord_data(d, idx, V) for (_, _, d) in P.rest)
     Pc = P._replace(z=gz, mask=gmask)
     Cc = _make_coords(Pc, gz, datas, P.u, gmask)
     n = jnp.maximum(jnp.sum(gmask, axis=-1, keepdims=True), 1).astype(dtype)
