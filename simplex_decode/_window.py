@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["BLOCK", "WINDOW_BLOCKS", "Window", "window", "take_blocks", "choose"]
+__all__ = ["BLOCK", "WINDOW_BLOCKS", "Window", "window", "take_blocks", "scatter", "choose"]
 
 BLOCK = 64
 WINDOW_BLOCKS = 128
@@ -85,6 +85,16 @@ def take_blocks(a, ids):
     flat = a.reshape((n,) + a.shape[-2:])
     out = jax.vmap(lambda r, i: r[i])(flat, ids.reshape(n, -1))
     return out.reshape(batch + out.shape[-2:])
+
+
+def scatter(win: Window, values):
+    """Full rows equal to ``values`` (``(..., WINDOW_BLOCKS·BLOCK)``) on the window, 0 elsewhere."""
+    batch = values.shape[:-1]
+    vb = values.reshape(batch + (WINDOW_BLOCKS, BLOCK))
+    out = jnp.zeros(batch + (win.n_blocks, BLOCK), values.dtype)
+    idx = jnp.broadcast_to(win.blocks[..., None], vb.shape)
+    out = jnp.put_along_axis(out, idx, vb, axis=-2, inplace=False)
+    return out.reshape(batch + (win.n_blocks * BLOCK,))[..., : win.length]
 
 
 def choose(ok, fast, slow, *operands):

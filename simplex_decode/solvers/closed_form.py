@@ -25,7 +25,7 @@ from jax import lax
 
 from .._core import per_row
 from .._select import KCAP, argmax
-from .._window import choose, window
+from .._window import choose, scatter, window
 from ..terms import KL, Entropy, SquaredL2, Tsallis
 
 __all__ = ["closed_form_kind", "solve_closed_form", "argmax_onehot", "greedy_where", "sparsemax", "entmax"]
@@ -108,13 +108,16 @@ def _sparsemax_step(xm, tau):
     return (jnp.sum(jnp.where(supp, xm, 0.0), axis=-1, keepdims=True) - 1.0) / k
 
 
-def _entmax_threshold(x, am1, mask, *, exact_step=False):
-    """τ with Σ_v [x_v − τ]_+^{1/am1} = 1 over the mask (x = (α−1)·z), and x masked.
+def _threshold_solution(x, am1, mask, output, *, exact_step=False):
+    """``output(xm, τ)`` with τ solving Σ_v [x_v − τ]_+^{1/am1} = 1 over the mask
+    (x = (α−1)·z, ``xm`` = x masked with −inf); ``output`` maps entries to their
+    probabilities and must give 0 where ``xm ≤ τ``.
 
-    Solved on the :data:`KCAP` largest entries of a candidate window when every other
-    entry lies at or below the resulting τ (then it is the row's τ: they carry no
-    mass); otherwise by bisection over the whole row. ``exact_step`` (sparsemax):
-    recompute τ from the support the bisection identified.
+    τ is solved on the :data:`KCAP` largest entries of a candidate window when every
+    other entry lies at or below the resulting τ (then it is the row's τ: they carry no
+    mass, and ``output`` runs on the window only and is scattered back); otherwise by
+    bisection over the whole row. ``exact_step`` (sparsemax): recompute τ from the
+    support the bisection identified.
     """
     xm = jnp.where(mask, x, -jnp.inf)
 
@@ -124,13 +127,13 @@ def _entmax_threshold(x, am1, mask, *, exact_step=False):
 
     def full_row(xm, am1):
         n = jnp.sum(xm > -jnp.inf, axis=-1, keepdims=True).astype(xm.dtype)
-        return solve(xm, am1, n)
+        return output(xm, solve(xm, am1, n))
 
     # float32 only: XLA's fast top-k is float32, and a float32 copy of float64 values
     # could not certify the window exactly
     win = window(xm, fill=-jnp.inf) if xm.dtype == jnp.float32 else None
     if win is None:
-        return full_row(xm, am1), xm
+        return full_row(xm, am1)
     (wx,) = win.values
     kcap = min(KCAP, wx.shape[-1] - 1)
     vals = lax.top_k(wx, kcap + 1)[0]  # values only: XLA's fast top-k
@@ -139,15 +142,16 @@ def _entmax_threshold(x, am1, mask, *, exact_step=False):
     n_c = jnp.sum(cx > -jnp.inf, axis=-1, keepdims=True).astype(xm.dtype)
     tau_w = solve(cx, am1, n_c)
     rest = jnp.maximum(win.outside, jnp.min(vals, axis=-1, keepdims=True))
-    tau = choose((rest <= tau_w) & (n_c > 0), tau_w, full_row, xm, am1)
-    return tau, xm
+    fits = (rest <= tau_w) & (n_c > 0)
+    return choose(fits, scatter(win, output(wx, tau_w)), full_row, xm, am1)
 
 
 @jax.custom_jvp
 def sparsemax(z, mask):
     """``argmax_{q ∈ Δ, supp ⊆ mask} <q, z> − ½‖q‖²`` (Euclidean projection of z)."""
-    tau, xm = _entmax_threshold(z, jnp.ones_like(z[..., :1]), mask, exact_step=True)
-    return jnp.maximum(xm - tau, 0.0)
+    return _threshold_solution(
+        z, jnp.ones_like(z[..., :1]), mask, lambda xm, tau: jnp.maximum(xm - tau, 0.0), exact_step=True
+    )
 
 
 @sparsemax.defjvp
@@ -168,10 +172,12 @@ def entmax(z, alpha, mask):
     ``q_v = [(α−1) z_v − τ]_+^{1/(α−1)}`` (Peters, Niculae & Martins, 2019).
     """
     am1 = _per_row(alpha, z) - 1.0
-    x = jnp.where(mask, z, 0.0) * am1
-    tau, xm = _entmax_threshold(x, am1, mask)
-    p = jnp.maximum(xm - tau, 0.0) ** (1.0 / am1)
-    return p / jnp.sum(p, axis=-1, keepdims=True)
+
+    def output(xm, tau):
+        p = jnp.maximum(xm - tau, 0.0) ** (1.0 / am1)
+        return p / jnp.sum(p, axis=-1, keepdims=True)
+
+    return _threshold_solution(jnp.where(mask, z, 0.0) * am1, am1, mask, output)
 
 
 @entmax.defjvp
