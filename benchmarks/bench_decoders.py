@@ -1,6 +1,6 @@
 """Per-step cost of every preset, as ratios to baselines measured in the same process.
 
-    python benchmarks/bench_decoders.py --grid cpu      # this project's 2-core CPU machines
+    python benchmarks/bench_decoders.py --grid cpu      # this project's 2-core CPU machines (B∈{1,8}, 4 V, fp32/bf16)
     python benchmarks/bench_decoders.py --grid gpu      # the full grid, on an accelerator
 
 For each (B, V, dtype) it reports device time per decoding step amortised inside a jitted
@@ -43,7 +43,7 @@ from _timing import buffers_from_rows, make_buffers, per_call_latency, per_step_
 import simplex_decode as sd  # noqa: E402
 
 GRIDS = {
-    "cpu": {"B": [1, 8], "V": [32000, 151936], "dtype": ["float32", "bfloat16"]},
+    "cpu": {"B": [1, 8], "V": [32000, 128256, 151936, 262144], "dtype": ["float32", "bfloat16"]},
     "quick": {"B": [1], "V": [151936], "dtype": ["float32"]},
     "gpu": {"B": [1, 8, 64, 256], "V": [32000, 128256, 151936, 262144], "dtype": ["float32", "bfloat16"]},
 }
@@ -201,6 +201,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--only", nargs="*", help="decoder names to run")
     ap.add_argument("--logits", choices=["peaked", "flat", "smollm2"], default="peaked")
+    ap.add_argument("--B", type=int, nargs="+", help="override the grid's batch sizes")
+    ap.add_argument("--V", type=int, nargs="+", help="override the grid's vocabulary sizes")
+    ap.add_argument("--dtype", nargs="+", choices=["float32", "bfloat16"], help="override the grid's dtypes")
     ap.add_argument("--out", help="write the markdown table here")
     ap.add_argument("--plot", help="write a PNG bar plot here")
     args = ap.parse_args(argv)
@@ -208,7 +211,9 @@ def main(argv=None):
     machine += f"; logits: {args.logits}"
     print(f"machine: {machine}\n")
     print(HEADER, flush=True)
-    rows = run(GRIDS[args.grid], args.steps, args.only, args.logits)
+    grid = dict(GRIDS[args.grid])
+    grid.update({k: getattr(args, k) for k in ("B", "V", "dtype") if getattr(args, k)})
+    rows = run(grid, args.steps, args.only, args.logits)
     table = f"machine: {machine}\n\n{HEADER}\n" + "\n".join(_fmt_row(r) for r in rows) + "\n"
     base_lines = sorted({(r["B"], r["V"], r["dtype"]) for r in rows})
     table += "\nBaselines (ms/step):\n\n| B | V | dtype | floor | JAX sort top-p | HF top-p + multinomial | torch per-row BoK mirror |\n|---|---|---|---|---|---|---|\n"

@@ -29,44 +29,47 @@ WINDOW_BLOCKS = 128
 
 
 class Window(NamedTuple):
-    values: tuple  # each (..., WINDOW_BLOCKS * BLOCK), entries in token-id order
-    blocks: object  # (..., WINDOW_BLOCKS) int32 block ids, ascending
+    values: tuple  # each (..., n_select * block), entries in token-id order
+    blocks: object  # (..., n_select) int32 block ids, ascending
     outside: object  # (..., 1) max of the selecting array outside the window
-    n_blocks: int
+    n_blocks: int  # blocks in the row
     length: int  # the row length V
+    block: int = BLOCK  # entries per block
 
     @property
     def ids(self):
-        """Token ids of the window entries, ``(..., WINDOW_BLOCKS * BLOCK)`` int32."""
-        gid = self.blocks[..., None] * BLOCK + jnp.arange(BLOCK, dtype=jnp.int32)
+        """Token ids of the window entries, ``(..., n_select * block)`` int32."""
+        gid = self.blocks[..., None] * self.block + jnp.arange(self.block, dtype=jnp.int32)
         return gid.reshape(self.blocks.shape[:-1] + (-1,))
 
 
-def window(select, *others, fill):
+def window(select, *others, fill, block=BLOCK, n_select=WINDOW_BLOCKS):
     """The window chosen by ``select``'s block maxima; gathers ``select`` and ``others``.
 
-    ``select`` is float32 (XLA's CPU top-k is fast only for floats). ``fill`` pads it to
-    a whole number of blocks and must be below every value that matters (``-inf`` for
-    scores, ``0`` for probabilities). Returns ``None`` when the row is not longer than
-    the window (callers then use the full row).
+    The row is cut into blocks of ``block`` entries and the ``n_select`` blocks with the
+    largest maxima are kept (so the window holds at least the ``n_select`` largest
+    entries). ``select`` is float32 (XLA's CPU top-k is fast only for floats). ``fill``
+    pads it to a whole number of blocks and must be below every value that matters
+    (``-inf`` for scores, ``0`` for probabilities). Returns ``None`` when the row is not
+    longer than the window (callers then use the full row).
     """
     V = select.shape[-1]
-    nb = -(-V // BLOCK)
-    if nb <= WINDOW_BLOCKS + 1:
+    nb = -(-V // block)
+    if nb <= n_select + 1:
         return None
     batch = select.shape[:-1]
 
     def blocks(a, pad_value):
-        pad = nb * BLOCK - V
+        pad = nb * block - V
         if pad:
             a = jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, pad)], constant_values=pad_value)
-        return a.reshape(batch + (nb, BLOCK))
+        return a.reshape(batch + (nb, block))
 
     sb = blocks(select, fill)
     bmax = jnp.max(sb, axis=-1)
     # Use only lax.top_k's indices, in one piece: XLA CPU keeps its fast top-k custom
     # call for that pattern and falls back to a full sort otherwise.
-    top_ids = lax.top_k(bmax, WINDOW_BLOCKS)[1].astype(jnp.int32)
+    top_ids = lax.top_k(bmax, n_select)[1].astype(jnp.int32)
     rest = jnp.put_along_axis(bmax, top_ids, -jnp.inf, axis=-1, inplace=False)
     outside = jnp.max(rest, axis=-1, keepdims=True)
     ids = jnp.sort(top_ids, axis=-1)
@@ -74,8 +77,8 @@ def window(select, *others, fill):
     for a in others:
         pad_value = False if a.dtype == jnp.bool_ else 0
         gathered.append(take_blocks(blocks(a, pad_value), ids))
-    flat = tuple(g.reshape(batch + (WINDOW_BLOCKS * BLOCK,)) for g in gathered)
-    return Window(flat, ids, outside, nb, V)
+    flat = tuple(g.reshape(batch + (n_select * block,)) for g in gathered)
+    return Window(flat, ids, outside, nb, V, block)
 
 
 def take_blocks(a, ids):
@@ -90,11 +93,11 @@ def take_blocks(a, ids):
 def scatter(win: Window, values):
     """Full rows equal to ``values`` (``(..., WINDOW_BLOCKS·BLOCK)``) on the window, 0 elsewhere."""
     batch = values.shape[:-1]
-    vb = values.reshape(batch + (WINDOW_BLOCKS, BLOCK))
-    out = jnp.zeros(batch + (win.n_blocks, BLOCK), values.dtype)
+    vb = values.reshape(batch + (win.blocks.shape[-1], win.block))
+    out = jnp.zeros(batch + (win.n_blocks, win.block), values.dtype)
     idx = jnp.broadcast_to(win.blocks[..., None], vb.shape)
     out = jnp.put_along_axis(out, idx, vb, axis=-2, inplace=False)
-    return out.reshape(batch + (win.n_blocks * BLOCK,))[..., : win.length]
+    return out.reshape(batch + (win.n_blocks * win.block,))[..., : win.length]
 
 
 def choose(ok, fast, slow, *operands):

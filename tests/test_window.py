@@ -91,13 +91,17 @@ def test_top_p_window(paths, monkeypatch, kind, fits):
     x = _logits(kind, 3, 30000, 11)
     mask = np.ones(x.shape, bool)
     probs = npr.softmax(x)
+    first_tier = []
     for p in (0.05, 0.5, 0.9, 0.999):
         args = (jnp.asarray(x), jnp.full((3, 1), p, jnp.float32), jnp.asarray(mask))
+        paths.clear()
         got = np.asarray(sup.nucleus_mask(*args))
+        first_tier.append(paths[0])
         np.testing.assert_array_equal(got, _full_row(monkeypatch, sup.nucleus_mask, *args))
         want, amb = _topp_ref(probs, p, mask)
         np.testing.assert_array_equal(got[~amb], want[~amb])
-    assert any(paths) if fits else not any(paths)
+    # flat rows overflow the first window for every p (the second tier may hold p = 0.05)
+    assert any(first_tier) if fits else not any(first_tier)
 
 
 def test_top_p_window_with_mask_and_ties(paths, monkeypatch):
@@ -200,3 +204,19 @@ def test_typical_window(paths, monkeypatch, kind, fits):
     # p = 0.2 stays among the top tokens of peaked rows; at 0.9/0.99 typical sets reach
     # into the bulk (tokens whose surprisal is near H), which the full row handles
     assert paths[0] if fits else not any(paths)
+
+
+def test_top_p_second_tier_holds_nuclei_of_hundreds(paths, monkeypatch):
+    """A nucleus of a few hundred tokens overflows the first window (256 candidates) and
+    fits the second tier (1024): the result still equals the full row and numpy."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((2, 40000)) * 0.5).astype(np.float32)
+    x[:, rng.choice(40000, 600, replace=False)] += 6.0  # ~600 strong tokens
+    probs = npr.softmax(x)
+    args = (jnp.asarray(x), jnp.full((2, 1), 0.8, jnp.float32), jnp.ones(x.shape, bool))
+    got = np.asarray(sup.nucleus_mask(*args))
+    assert 256 < got.sum(-1).min() and got.sum(-1).max() < 1024
+    np.testing.assert_array_equal(got, _full_row(monkeypatch, sup.nucleus_mask, *args))
+    want, amb = _topp_ref(probs, 0.8, np.ones(x.shape, bool))
+    np.testing.assert_array_equal(got[~amb], want[~amb])
+    assert paths == [False, True]  # first tier overflows, the second certifies
