@@ -211,6 +211,10 @@ def _candidates(xm, e, tier=TIERS[0]):
     return _Candidates(win, m, vals, jnp.where(ev > rest, ev, 0.0), rest, small)
 
 
+def _either(pred, if_true, if_false, *operands):
+    return lax.cond(pred, if_true, if_false, *operands)
+
+
 def nucleus_mask(x, p, mask):
     """Top-p (nucleus) of ``softmax(x)`` on ``mask``, exact (see :class:`TopP`).
 
@@ -237,6 +241,14 @@ def nucleus_mask(x, p, mask):
         cut_w = _nucleus_ties(we, wvalid, t_w, below_w, tail, c.win.ids)
         # small <= tail: the cut lies strictly above `rest`, among the candidates
         wider = functools.partial(cut_from, tiers=tiers[1:])
+        if len(tiers) >= 2:
+            # Skip a tier that cannot hold some row's nucleus: beyond the candidates it
+            # needs mass (z − tail) − Σ candidates from tokens of at most `rest` each.
+            block, n_select, _ = tiers[1]
+            need = jnp.maximum(z - tail - jnp.sum(c.ev, axis=-1, keepdims=True), 0.0)
+            hopeless = jnp.any(need > c.rest * (n_select * block))
+            skip = functools.partial(cut_from, tiers=tiers[2:])
+            wider = functools.partial(_either, hopeless, skip, wider)
         return choose(c.small <= tail, (t_w, cut_w), wider, x, e, tail, mask)
 
     t, cut = cut_from(x, e, tail, mask)
