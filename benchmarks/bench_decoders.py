@@ -68,6 +68,14 @@ def presets():
     return out
 
 
+#: Decoders run only when named with --only (exact-solver objectives beyond Best-of-K).
+EXTRA = {
+    "capped": lambda: sd.capped(0.5, temperature=0.7),
+    "tsallis_coverage": lambda: sd.tsallis_coverage(4, alpha=1.5, lam=1.0, beta=0.5, temperature=0.7),
+    "js_anchored": lambda: sd.js_anchored(1.0, temperature=0.7),
+}
+
+
 def jax_sort_top_p(key, x, p=0.9, t=0.7):
     s = x.astype(jnp.float32) / t
     srt = jnp.sort(s, axis=-1)[..., ::-1]
@@ -167,7 +175,9 @@ def run(grid, steps, only=None, logits="peaked"):
                     "jax_sort_top_p": per_step_time(jax_sort_top_p, bufs, steps=max(2, steps // 4)),
                 }
                 base.update(torch_baselines(B, V, bufs))
-                for name, dec in presets().items():
+                decs = presets()
+                decs.update({k: make() for k, make in EXTRA.items() if only and k in only})
+                for name, dec in decs.items():
                     if only and name not in only:
                         continue
                     # the decoder is a jit argument (traced parameters), as in sd.generate

@@ -220,3 +220,15 @@ def test_top_p_second_tier_holds_nuclei_of_hundreds(paths, monkeypatch):
     want, amb = _topp_ref(probs, 0.8, np.ones(x.shape, bool))
     np.testing.assert_array_equal(got[~amb], want[~amb])
     assert paths == [False, True]  # first tier overflows, the second certifies
+
+
+def test_top_p_skips_the_wider_tier_when_no_row_can_fit(paths, monkeypatch):
+    """A nearly uniform row needs far more than the second tier's 16384 tokens of at most
+    the first tier's bound each: the batch goes straight to the full row (one decision
+    recorded, not two), with the same result."""
+    x = (np.random.default_rng(6).standard_normal((2, 40000)) * 0.05).astype(np.float32)
+    args = (jnp.asarray(x), jnp.full((2, 1), 0.9, jnp.float32), jnp.ones(x.shape, bool))
+    got = np.asarray(sup.nucleus_mask(*args))
+    assert paths == [False]
+    np.testing.assert_array_equal(got, _full_row(monkeypatch, sup.nucleus_mask, *args))
+    assert got.sum(-1).min() > 30000
