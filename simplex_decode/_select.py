@@ -85,10 +85,10 @@ def topk_mask(x, k, mask):
     """The ``k`` largest entries of ``x`` within ``mask`` (all of them if fewer), per row.
 
     ``k`` is an int array broadcastable to ``x.shape[:-1] + (1,)``. Exact: the k-th
-    largest key is found by bisection on uint32 keys, then ties at it are cut by index.
-    The bisection runs on a candidate window (the blocks with the largest maxima) and is
-    exact there whenever every entry outside the window is strictly below the k-th key;
-    otherwise it runs on the whole row.
+    largest value comes from XLA's top-k on a candidate window (the blocks with the
+    largest maxima) whenever every entry outside the window is strictly below it and
+    ``k ≤ KCAP``; otherwise from bisection on uint32 keys over the whole row. Ties at
+    it are cut by index.
     """
     k = jnp.asarray(k, jnp.int32)
 

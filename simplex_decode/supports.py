@@ -211,16 +211,12 @@ def _candidates(xm, e, tier=TIERS[0]):
     return _Candidates(win, m, vals, jnp.where(ev > rest, ev, 0.0), rest, small)
 
 
-def _either(pred, if_true, if_false, *operands):
-    return lax.cond(pred, if_true, if_false, *operands)
-
-
 def nucleus_mask(x, p, mask):
     """Top-p (nucleus) of ``softmax(x)`` on ``mask``, exact (see :class:`TopP`).
 
-    The threshold is searched among the :data:`KCAP` largest entries of a candidate
-    window when the mass outside them is below the tail ``(1 − p)·Z`` (then the cut
-    lies among them), otherwise over the whole row.
+    The threshold is searched among the candidates of each of :data:`TIERS` in turn,
+    the first whose left-out mass is at most the tail ``(1 − p)·Z`` (then the cut lies
+    among its candidates), and over the whole row when none qualifies.
     """
     e = _masked_exp(x, mask)
     z = jnp.sum(e, axis=-1, keepdims=True)
@@ -248,7 +244,7 @@ def nucleus_mask(x, p, mask):
             need = jnp.maximum(z - tail - jnp.sum(c.ev, axis=-1, keepdims=True), 0.0)
             hopeless = jnp.any(need > c.rest * (n_select * block))
             skip = functools.partial(cut_from, tiers=tiers[2:])
-            wider = functools.partial(_either, hopeless, skip, wider)
+            wider = functools.partial(lax.cond, hopeless, skip, wider)
         return choose(c.small <= tail, (t_w, cut_w), wider, x, e, tail, mask)
 
     t, cut = cut_from(x, e, tail, mask)
@@ -377,11 +373,16 @@ class Typical(SupportRule):
         hi = jnp.max(jnp.where(mask, dist, 0.0), axis=-1, keepdims=True)
         tail = (1.0 - _row(self.p, e).astype(e.dtype)) * z
 
-        def full_row(dist, e, tail, hi):
+        def threshold(dist, e, small, tail, hi):
+            """Smallest t with (small + mass of e at distance > t) <= tail."""
+
             def tail_small_enough(t):
-                return jnp.sum(jnp.where(dist > t, e, 0.0), axis=-1, keepdims=True) <= tail
+                return small + jnp.sum(jnp.where(dist > t, e, 0.0), axis=-1, keepdims=True) <= tail
 
             return bisect_smallest_true(tail_small_enough, hi, e.dtype, e.shape[:-1])
+
+        def full_row(dist, e, tail, hi):
+            return threshold(dist, e, jnp.zeros_like(tail), tail, hi)
 
         c = _candidates(jnp.where(mask, x, -jnp.inf), e)
         if c is None:
@@ -394,10 +395,7 @@ class Typical(SupportRule):
             logp_c = c.vals - c.m - jnp.log(safe_z)
             dist_c = jnp.where(c.ev > 0, jnp.abs(-logp_c - ent), jnp.inf)
 
-            def window_small_enough(t):
-                return c.small + jnp.sum(jnp.where(dist_c > t, c.ev, 0.0), axis=-1, keepdims=True) <= tail
-
-            t_w = bisect_smallest_true(window_small_enough, hi, e.dtype, e.shape[:-1])
+            t_w = threshold(dist_c, c.ev, c.small, tail, hi)
             d_out = jnp.maximum(jnp.log(safe_z) - jnp.log(c.rest) - ent, 0.0)
             t_star = choose(t_w < d_out, t_w, full_row, dist, e, tail, hi)
         return mask & (dist <= t_star)

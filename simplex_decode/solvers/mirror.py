@@ -21,7 +21,7 @@ from jax import lax
 from .._core import check_range, per_row, pytree_dataclass, set_field, static_field
 from ..terms import Term
 from .base import Solver
-from .closed_form import argmax_onehot
+from .closed_form import greedy_where
 
 __all__ = ["Mirror", "ProjectedGradient"]
 
@@ -124,6 +124,14 @@ def _iterate(step, x0, steps, tol, batch):
     return x, it, done
 
 
+def _finish(q, it, conv, weights, problem):
+    """Rows whose weights are all 0 are the argmax (computed only when some row is one);
+    they took no iterations and count as converged."""
+    zero = _all_zero(weights, q.shape[:-1])
+    q = greedy_where(zero, q, problem.scores, problem.mask)
+    return q, {"iterations": jnp.where(zero[..., 0], 0, it), "converged": conv | zero[..., 0]}
+
+
 @pytree_dataclass
 class Mirror(Solver):
     """Entropic mirror ascent, the paper's Algorithm 1.
@@ -188,10 +196,7 @@ class Mirror(Solver):
             return new, delta
 
         logq, it, conv = _iterate(step, _log_start(objective, problem), self.steps, self.tol, batch)
-        q = jnp.where(mask, jnp.exp(logq), 0.0)
-        zero = _all_zero(weights, batch)
-        q = jnp.where(zero, argmax_onehot(s, mask), q)
-        return q, {"iterations": jnp.where(zero[..., 0], 0, it), "converged": conv | zero[..., 0]}
+        return _finish(jnp.where(mask, jnp.exp(logq), 0.0), it, conv, weights, problem)
 
 
 def _project_rows(x, mask):
@@ -269,9 +274,7 @@ class ProjectedGradient(Solver):
 
         q0 = jnp.where(mask, jnp.exp(_log_start(objective, problem)), 0.0)
         q, it, conv = _iterate(step, q0, self.steps, self.tol, batch)
-        zero = _all_zero(weights, batch)
-        q = jnp.where(zero, argmax_onehot(s, mask), q)
-        return q, {"iterations": jnp.where(zero[..., 0], 0, it), "converged": conv | zero[..., 0]}
+        return _finish(q, it, conv, weights, problem)
 
 
 @jax.jit
