@@ -3,6 +3,7 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
@@ -23,8 +24,6 @@ def record_choices(monkeypatch, *modules):
     """Patch ``choose`` (the window / candidate-set decision, see ``_window.choose``) in
     ``modules`` so that every decision is recorded: True when every row took the fast,
     certified path. Works eagerly and under ``jit`` (a debug callback); returns the list."""
-    import numpy as np
-
     from simplex_decode import _window
 
     taken = []
@@ -36,3 +35,20 @@ def record_choices(monkeypatch, *modules):
     for mod in modules:
         monkeypatch.setattr(mod, "choose", recording_choose)
     return taken
+
+
+def synthetic_logits(kind, B, V, seed):
+    """float32 logits (B, V) of a kind: ``peaked`` (12 tokens lifted 8–14 over a std-2
+    bulk, like a confident LM step), ``flat`` (std 0.2 bulk only), ``ties`` (half-integer
+    values and 300 tokens tied at the top)."""
+    rng = np.random.default_rng(seed)
+    if kind == "peaked":
+        x = rng.standard_normal((B, V)) * 2.0
+        for b in range(B):
+            x[b, rng.choice(V, 12, replace=False)] += rng.uniform(8, 14, 12)
+    elif kind == "flat":
+        x = rng.standard_normal((B, V)) * 0.2
+    else:  # ties: few distinct values, large tied groups at the cut
+        x = np.round(rng.standard_normal((B, V)) * 2.0) / 2.0
+        x[:, rng.choice(V, 300, replace=False)] = 9.0
+    return x.astype(np.float32)

@@ -20,7 +20,7 @@ import pytest
 import simplex_decode as sd
 from simplex_decode.solvers import exact
 
-from .conftest import record_choices
+from .conftest import record_choices, synthetic_logits
 
 V = 20000
 
@@ -47,15 +47,12 @@ def _full_path(monkeypatch, fn, *args):
 
 
 def _logits(kind, B, n, seed):
-    rng = np.random.default_rng(seed)
+    """:func:`synthetic_logits` (peaked or flat); peaked rows lose their largest logit to
+    the mask (-inf), a token that would otherwise carry mass."""
+    x = synthetic_logits(kind, B, n, seed)
     if kind == "peaked":
-        x = rng.standard_normal((B, n)) * 2.0
-        for b in range(B):
-            x[b, rng.choice(n, 12, replace=False)] += rng.uniform(8, 14, 12)
-        x[0, np.argmax(x[0])] = -np.inf  # a masked token that would carry mass
-    else:  # flat: most of the row is in the support
-        x = rng.standard_normal((B, n)) * 0.2
-    return x.astype(np.float32)
+        x[0, np.argmax(x[0])] = -np.inf
+    return x
 
 
 # name: (terms, numpy description [(kind, weight, parameter)]); weights="model" coverage

@@ -18,27 +18,13 @@ import simplex_decode.supports as sup
 from simplex_decode import _window
 
 from . import _numpy_ref as npr
-from .conftest import record_choices
+from .conftest import record_choices, synthetic_logits
 
 
 @pytest.fixture
 def paths(monkeypatch):
     """Record, for each window decision, whether every row fitted."""
     return record_choices(monkeypatch, sel, sup, cf)
-
-
-def _logits(kind, B, V, seed):
-    rng = np.random.default_rng(seed)
-    if kind == "peaked":
-        x = rng.standard_normal((B, V)) * 2.0
-        for b in range(B):
-            x[b, rng.choice(V, 12, replace=False)] += rng.uniform(8, 14, 12)
-    elif kind == "flat":
-        x = rng.standard_normal((B, V)) * 0.2
-    else:  # ties: few distinct values, large tied groups at the cut
-        x = np.round(rng.standard_normal((B, V)) * 2.0) / 2.0
-        x[:, rng.choice(V, 300, replace=False)] = 9.0
-    return x.astype(np.float32)
 
 
 CASES = [("peaked", True), ("flat", False)]
@@ -67,7 +53,7 @@ def _topp_ref(probs, p, mask):
 @pytest.mark.parametrize("V", [9000, 40000])
 @pytest.mark.parametrize("kind, fits", CASES)
 def test_top_k_window(paths, V, kind, fits):
-    x = _logits(kind, 3, V, V)
+    x = synthetic_logits(kind, 3, V, V)
     for k in ([1, 7, 12] if fits else [5, 40, 1000]):
         got = np.asarray(sel.topk_mask(jnp.asarray(x), jnp.asarray(k), jnp.ones(x.shape, bool)))
         np.testing.assert_array_equal(got, npr.topk_mask(x, k))
@@ -79,7 +65,7 @@ def test_top_k_window(paths, V, kind, fits):
 
 
 def test_top_k_window_ties_cut_by_lowest_id(paths):
-    x = _logits("ties", 2, 20000, 3)  # 300 tied at the top: any k < 300 cuts a tie
+    x = synthetic_logits("ties", 2, 20000, 3)  # 300 tied at the top: any k < 300 cuts a tie
     for k in (1, 50, 256):
         got = np.asarray(sel.topk_mask(jnp.asarray(x), jnp.asarray(k), jnp.ones(x.shape, bool)))
         np.testing.assert_array_equal(got, npr.topk_mask(x, k))
@@ -88,7 +74,7 @@ def test_top_k_window_ties_cut_by_lowest_id(paths):
 
 @pytest.mark.parametrize("kind, fits", CASES)
 def test_top_p_window(paths, monkeypatch, kind, fits):
-    x = _logits(kind, 3, 30000, 11)
+    x = synthetic_logits(kind, 3, 30000, 11)
     mask = np.ones(x.shape, bool)
     probs = npr.softmax(x)
     first_tier = []
@@ -105,7 +91,7 @@ def test_top_p_window(paths, monkeypatch, kind, fits):
 
 
 def test_top_p_window_with_mask_and_ties(paths, monkeypatch):
-    x = _logits("ties", 2, 20000, 5)
+    x = synthetic_logits("ties", 2, 20000, 5)
     x[x == 9.0] = 3.0
     x[:, np.random.default_rng(1).choice(20000, 40, replace=False)] = 9.0  # 40 tied at the top
     mask = np.random.default_rng(0).random(x.shape) > 0.2
@@ -122,7 +108,7 @@ def test_top_p_window_with_mask_and_ties(paths, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["peaked", "flat"])
 def test_sparsemax_entmax_window(paths, monkeypatch, kind):
-    x = _logits(kind, 2, 30000, 21) * (1.0 if kind == "peaked" else 5.0)
+    x = synthetic_logits(kind, 2, 30000, 21) * (1.0 if kind == "peaked" else 5.0)
     mask = np.ones(x.shape, bool)
     mask[:, ::7] = False
     args = (jnp.asarray(x), jnp.asarray(mask))
@@ -150,7 +136,7 @@ def test_sparsemax_entmax_window(paths, monkeypatch, kind):
 
 
 def test_one_flat_row_sends_the_batch_to_the_full_path_with_equal_results(paths):
-    x = np.concatenate([_logits("peaked", 2, 20000, 1), _logits("flat", 1, 20000, 2)])
+    x = np.concatenate([synthetic_logits("peaked", 2, 20000, 1), synthetic_logits("flat", 1, 20000, 2)])
     dec = sd.entmax(1.2)
     q_batch = np.asarray(dec.probs(jnp.asarray(x)))
     assert paths == [False]
@@ -160,7 +146,7 @@ def test_one_flat_row_sends_the_batch_to_the_full_path_with_equal_results(paths)
 
 
 def test_window_paths_under_jit_match_eager():
-    x = jnp.asarray(_logits("peaked", 4, 20000, 9))
+    x = jnp.asarray(synthetic_logits("peaked", 4, 20000, 9))
     for dec in (sd.top_k(12, temperature=0.7), sd.top_p(0.9, temperature=0.7), sd.sparsemax(0.7), sd.entmax(1.5, 0.7)):
         np.testing.assert_allclose(np.asarray(jax.jit(dec.probs)(x)), np.asarray(dec.probs(x)), atol=1e-6)
 
@@ -193,7 +179,7 @@ def test_typical_window(paths, monkeypatch, kind, fits):
     full-row bisection exactly, and transformers' warper."""
     from .test_catalogue_supports import typical_ref
 
-    x = _logits(kind, 3, 30000, 17)
+    x = synthetic_logits(kind, 3, 30000, 17)
     mask = np.ones(x.shape, bool)
     for p in (0.2, 0.9, 0.99):
         rule = sd.Typical(p)
