@@ -5,14 +5,39 @@ and then samples from ``q*``. See the README for the table of decoders.
 """
 
 from . import analysis
-from ._core import Status
-from .adaptive import EDT, DynamicTemperature, EntropixTemperature, entropy_stats
-from .decoders import (
-    Decoder,
+from .adaptive import EDT, AdaptiveTemperature, DynamicTemperature, EntropixTemperature, entropy_stats
+from .chain import chain
+from .decoder import Decoder, checked
+from .generation import (
+    BeamSearchResult,
+    BestOfNResult,
+    CoTResult,
+    GenerateResult,
+    SelfConsistencyResult,
+    beam_search,
+    best_of_n,
+    cot_decode,
+    generate,
+    lookahead,
+    majority_vote,
+    pass_at_k,
+    self_consistency,
+)
+from .history import (
+    AllowTokens,
+    BanTokens,
+    FrequencyPenalty,
+    MinNewTokens,
+    NoRepeatNGram,
+    PresencePenalty,
+    RepetitionPenalty,
+    token_counts,
+)
+from .objective import Context, Objective, Problem
+from .presets import (
+    PRESETS,
     best_of_k,
     capped,
-    chain,
-    checked,
     dynamic_temperature,
     edt,
     entmax,
@@ -33,34 +58,10 @@ from .decoders import (
     tsallis_coverage,
     typical,
 )
-from .generate import GenerateResult, generate
-from .history import (
-    AllowTokens,
-    BanTokens,
-    FrequencyPenalty,
-    MinNewTokens,
-    NoRepeatNGram,
-    PresencePenalty,
-    RepetitionPenalty,
-    token_counts,
-)
-from .objective import Context, Objective, Problem
 from .sampling import sample_from_probs
 from .scores import LogitBias, ScoreTransform, Temperature
 from .solvers import Auto, ClosedForm, Exact, Mirror, ProjectedGradient, Solution, Solver
-from .strategies import (
-    BeamSearchResult,
-    BestOfNResult,
-    CoTResult,
-    SelfConsistencyResult,
-    beam_search,
-    best_of_n,
-    cot_decode,
-    lookahead,
-    majority_vote,
-    pass_at_k,
-    self_consistency,
-)
+from .status import Status
 from .supports import Epsilon, Eta, Full, Mask, MinP, SupportRule, TopA, TopH, TopK, TopNSigma, TopP, Typical
 from .terms import KL, Cap, Coverage, Entropy, JensenShannon, SquaredL2, Term, Tsallis
 
@@ -150,6 +151,6 @@ __all__ += [
     "typical",
 ]
 
-__all__ += ["Cap", "Exact", "Mirror", "ProjectedGradient", "analysis", "best_of_k"]
+__all__ += ["PRESETS", "AdaptiveTemperature", "Cap", "Exact", "Mirror", "ProjectedGradient", "analysis", "best_of_k"]
 
 __all__ += ["JensenShannon", "capped", "js_anchored", "tsallis_coverage"]

@@ -20,11 +20,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._core import check_range, per_row, pytree_dataclass, require, set_field
+from ._pytree import check_range, per_row, pytree_dataclass, require, set_field
 from ._select import argmax
 from .scores import ScoreTransform
 
-__all__ = ["entropy_stats", "EDT", "DynamicTemperature", "EntropixTemperature"]
+__all__ = ["entropy_stats", "AdaptiveTemperature", "EDT", "DynamicTemperature", "EntropixTemperature"]
 
 _LN2 = 0.6931471805599453
 
@@ -63,7 +63,9 @@ def _apply(scores, t):
     return jax.lax.cond(jnp.any(t <= 0), with_greedy_rows, lambda tempered, _: tempered, tempered, scores)
 
 
-class _AdaptiveTemperature(ScoreTransform):
+class AdaptiveTemperature(ScoreTransform):
+    """Base class of temperatures computed from the scores (``s ← s / T(s)``, per row)."""
+
     def temperature_of(self, scores):  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -72,7 +74,7 @@ class _AdaptiveTemperature(ScoreTransform):
 
 
 @pytree_dataclass
-class EDT(_AdaptiveTemperature):
+class EDT(AdaptiveTemperature):
     """Entropy-based dynamic temperature (Zhang et al., 2024): ``T = t0 · N^{θ / H(p)}``.
 
     Confident rows (small entropy ``H``, in nats) get a temperature near 0, uncertain ones
@@ -109,7 +111,7 @@ class EDT(_AdaptiveTemperature):
 
 
 @pytree_dataclass
-class DynamicTemperature(_AdaptiveTemperature):
+class DynamicTemperature(AdaptiveTemperature):
     """llama.cpp's dynamic temperature (``temp_ext``, "dynatemp"):
     ``T = t_min + (t_max − t_min) · (H / H_max)^exponent`` with ``H_max = log n`` over the
     ``n`` tokens with a finite score. A row with fewer than two such tokens is left
@@ -152,7 +154,7 @@ class DynamicTemperature(_AdaptiveTemperature):
 
 
 @pytree_dataclass
-class EntropixTemperature(_AdaptiveTemperature):
+class EntropixTemperature(AdaptiveTemperature):
     """An entropy/varentropy-gated temperature in the spirit of entropix's sampler.
 
     With the entropy ``H`` and varentropy ``V`` of ``p`` in bits (as entropix measures

@@ -33,7 +33,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import xlogy
 
-from ._core import check_range
+from ._pytree import check_range
 
 __all__ = [
     "entropy",
@@ -210,7 +210,7 @@ def _kkt(objective, logits, q, history, history_mask):
 
 @jax.jit
 def _gap(objective, solver, logits, q, history, history_mask):
-    from .decoders import Decoder
+    from .decoder import Decoder
 
     problem = objective.prepare(logits, history=history, history_mask=history_mask)
     best = Decoder(objective, solver=solver).solve(logits, history=history, history_mask=history_mask).q
@@ -235,7 +235,7 @@ def objective_gap(objective, logits, q, *, history=None, history_mask=None):
     """``f(q*) − f(q) ≥ 0``: the objective lost by ``q`` against the exact optimum ``q*``
     (closed form where one exists, else :class:`~simplex_decode.solvers.Exact`).
     ``+inf`` when ``q`` puts mass off the support."""
-    from .solvers.base import Auto
+    from .solvers.auto import Auto
 
     solver = Auto().select(objective)
     if type(solver).__name__ not in ("ClosedForm", "Exact"):

@@ -26,7 +26,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from ._core import check_range, per_row, pytree_dataclass, require, set_field, static_field
+from ._pytree import check_range, per_row, pytree_dataclass, require, set_field, static_field
 from .scores import ScoreTransform
 
 __all__ = [

@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._core import Status, per_row, pytree_dataclass, require, set_field
+from ._pytree import per_row, pytree_dataclass, require, set_field
 from .scores import ScoreTransform
+from .status import Status
 from .supports import SupportRule
 from .terms import Term
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import Status, per_row
+from ._pytree import per_row
 from .objective import Objective
+from .status import Status
 
 __all__ = ["solve", "objective_value"]
 
@@ -62,7 +63,7 @@ def solve(objective: Objective, logits, *, history=None, history_mask=None, solv
     problem = objective.prepare(np.asarray(logits), history=history, history_mask=history_mask)
     status = np.asarray(problem.status)
     if np.any(status != Status.OK):
-        from ._core import status_error_message
+        from .status import status_error_message
 
         raise ValueError(status_error_message(status))
     s = np.asarray(problem.scores, np.float64)

@@ -12,7 +12,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from ._core import check_range, per_row, pytree_dataclass, require, set_field
+from ._pytree import check_range, per_row, pytree_dataclass, require, set_field
 
 __all__ = ["ScoreTransform", "Temperature", "LogitBias"]
 

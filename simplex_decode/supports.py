@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._core import check_range, is_concrete, per_row, pytree_dataclass, require, set_field, static_field
+from ._pytree import check_range, is_concrete, per_row, pytree_dataclass, require, set_field, static_field
 from ._select import KCAP, tie_cut, topk_mask
 from ._window import BLOCK, WINDOW_BLOCKS, choose, window
 

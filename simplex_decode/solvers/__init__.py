@@ -1,11 +1,13 @@
 """Solvers: closed forms, the exact separable solver, mirror ascent (see submodules)."""
 
-from .base import Auto, ClosedForm, Solution, Solver
-from .closed_form import argmax_onehot, closed_form_kind, entmax, sparsemax
+from .auto import SOLVERS, Auto, resolve_solver
+from .base import Solution, Solver
+from .closed_form import ClosedForm, argmax_onehot, closed_form_kind, entmax, sparsemax
 from .exact import Exact
 from .mirror import Mirror, ProjectedGradient
 
 __all__ = [
+    "SOLVERS",
     "Auto",
     "ClosedForm",
     "Exact",
@@ -16,5 +18,6 @@ __all__ = [
     "argmax_onehot",
     "closed_form_kind",
     "entmax",
+    "resolve_solver",
     "sparsemax",
 ]

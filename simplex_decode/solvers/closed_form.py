@@ -23,12 +23,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .._core import per_row
+from .._pytree import per_row, pytree_dataclass
 from .._select import KCAP, argmax
 from .._window import choose, scatter, window
 from ..terms import KL, Entropy, SquaredL2, Tsallis
+from .base import Solver
 
-__all__ = ["closed_form_kind", "solve_closed_form", "argmax_onehot", "greedy_where", "sparsemax", "entmax"]
+__all__ = ["ClosedForm", "closed_form_kind", "solve_closed_form", "argmax_onehot", "greedy_where", "sparsemax", "entmax"]
 
 
 def closed_form_kind(terms) -> str | None:
@@ -232,3 +233,17 @@ def solve_closed_form(kind: str, terms, problem):
     else:  # pragma: no cover - guarded by closed_form_kind
         raise ValueError(f"unknown closed form {kind!r}")
     return greedy_where(c <= 0, q, s, mask)
+
+
+@pytree_dataclass
+class ClosedForm(Solver):
+    """Closed-form solution of a recognised objective (see ``closed_form``)."""
+
+    def __call__(self, objective, problem):
+        kind = closed_form_kind(objective.terms)
+        if kind is None:
+            names = ", ".join(type(t).__name__ for t in objective.terms)
+            raise ValueError(
+                f"solver: no closed form for the terms ({names}); use solver='auto' or 'exact'"
+            )
+        return solve_closed_form(kind, objective.terms, problem), {}

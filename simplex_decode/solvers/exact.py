@@ -68,7 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._core import check_range, per_row, pytree_dataclass, require, static_field
+from .._pytree import check_range, per_row, pytree_dataclass, require, static_field
 from .._window import choose, take_blocks
 from ..terms import gather_coord_data
 from .base import Solver

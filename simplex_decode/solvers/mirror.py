@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .._core import check_range, per_row, pytree_dataclass, set_field, static_field
+from .._pytree import check_range, per_row, pytree_dataclass, set_field, static_field
 from ..terms import Term
 from .base import Solver
 from .closed_form import greedy_where

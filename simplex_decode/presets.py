@@ -1,46 +1,25 @@
-"""Decoder = Objective + solver, and the named presets (each a few declarative lines).
+"""The named decoders ("presets"): each a few declarative lines returning a :class:`Decoder`.
 
-Every preset returns a :class:`Decoder` whose ``objective`` states the problem it solves;
-no preset has a code path of its own.
+Every preset returns a :class:`~simplex_decode.decoder.Decoder` whose ``objective`` states
+the problem it solves; no preset has a code path of its own. :data:`PRESETS` is the one
+registry: the package exports it and the CLI's SPEC allow-list is read from it.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
-from jax.experimental import checkify
 
-from ._core import (
-    Status,
-    check_range,
-    is_concrete,
-    pytree_dataclass,
-    require,
-    set_field,
-    status_error_message,
-)
-from ._select import argmax
-from .adaptive import EDT, DynamicTemperature, EntropixTemperature, _AdaptiveTemperature
-from .history import (
-    AllowTokens,
-    BanTokens,
-    FrequencyPenalty,
-    MinNewTokens,
-    NoRepeatNGram,
-    PresencePenalty,
-    RepetitionPenalty,
-)
+from ._pytree import check_range, require
+from .adaptive import EDT, DynamicTemperature, EntropixTemperature
+from .decoder import Decoder
 from .objective import Objective
-from .sampling import sample_from_probs
-from .scores import LogitBias, ScoreTransform, Temperature
-from .solvers.base import Auto, ClosedForm, Solution, Solver
-from .solvers.exact import Exact
+from .scores import Temperature
 from .solvers.mirror import Mirror, ProjectedGradient
-from .supports import Epsilon, Eta, Mask, MinP, SupportRule, TopA, TopH, TopK, TopNSigma, TopP, Typical
-from .terms import KL, Cap, Coverage, Entropy, JensenShannon, SquaredL2, Term, Tsallis
+from .supports import Epsilon, Eta, MinP, TopA, TopH, TopK, TopNSigma, TopP, Typical
+from .terms import KL, Cap, Coverage, Entropy, JensenShannon, SquaredL2, Tsallis
 
 #: Named decoders ("presets"), in definition order: the one list the package exports and
 #: the CLI's SPEC allow-list (``simplex-decode decoders`` prints it).
@@ -50,125 +29,6 @@ PRESETS: dict[str, Callable[..., Any]] = {}
 def _preset(fn):
     PRESETS[fn.__name__] = fn
     return fn
-
-
-SOLVERS: dict[str, Any] = {
-    "auto": Auto,
-    "closed_form": ClosedForm,
-    "exact": Exact,
-    "mirror": Mirror,
-    "projected_gradient": ProjectedGradient,
-}
-
-
-def _resolve_solver(solver) -> Solver:
-    if isinstance(solver, Solver):
-        return solver
-    if isinstance(solver, str) and solver in SOLVERS:
-        return SOLVERS[solver]()
-    raise ValueError(f"solver: must be one of {sorted(SOLVERS)} or a Solver object, got {solver!r}")
-
-
-def _raise_on_bad_rows(status):
-    if is_concrete(status):
-        msg = status_error_message(status)
-        if msg is not None:
-            raise ValueError(msg)
-    else:
-        flat = status.reshape(-1)
-        first = jnp.argmax(flat != Status.OK)
-        checkify.debug_check(
-            jnp.all(flat == Status.OK),
-            "invalid logits: row {} (flattened) has status {} "
-            "(1: NaN or +inf logits, 2: no allowed token, 3: solver not converged)",
-            first,
-            flat[first],
-        )
-
-
-@pytree_dataclass
-class Decoder:
-    """A next-token decoder: the Objective it solves and the solver that solves it.
-
-    ``probs(logits)`` returns ``q*`` with the shape of ``logits`` (any leading batch
-    dims; float32 for half-precision logits); ``sample(key, logits)`` draws token ids
-    from it (``num_samples=K`` draws K per row, with replacement); ``solve(logits)``
-    returns a :class:`Solution` with a per-row status instead of raising.
-
-    Bad rows (NaN/+inf logits, nothing allowed) raise ``ValueError`` in eager calls;
-    under ``jit`` wrap the jitted function with :func:`checked` to raise, otherwise the
-    row's ``q`` is all zeros and its sampled id is ``-1`` (never NaN, never a fallback).
-
-    Example:
-      >>> import jax, jax.numpy as jnp, simplex_decode as sd
-      >>> dec = sd.top_p(0.9, temperature=0.7)
-      >>> logits = jnp.array([[2.0, 1.0, 0.5, -1.0], [0.0, 0.0, 3.0, 1.0]])
-      >>> dec.probs(logits).shape
-      (2, 4)
-      >>> dec.sample(jax.random.key(0), logits, num_samples=3).shape
-      (2, 3)
-    """
-
-    objective: Objective
-    solver: Any = "auto"
-
-    def __post_init__(self):
-        if not isinstance(self.objective, Objective):
-            raise ValueError(f"objective: must be an Objective, got {type(self.objective).__name__}")
-        set_field(self, "solver", _resolve_solver(self.solver))
-
-    def solve(self, logits, *, history=None, history_mask=None) -> Solution:
-        problem = self.objective.prepare(logits, history=history, history_mask=history_mask)
-        q, stats = self.solver(self.objective, problem)
-        from .solvers.closed_form import greedy_where
-
-        q = greedy_where(problem.greedy[..., None], q, problem.scores, problem.mask)
-        status = problem.status
-        if "converged" in stats:
-            # an iterative solver that stopped short of its tolerance: reported, not used
-            late = (status == Status.OK) & ~(stats["converged"] | problem.greedy)
-            status = jnp.where(late, Status.NOT_CONVERGED, status).astype(status.dtype)
-        ok = status == Status.OK
-        q = jnp.where(ok[..., None], q, 0.0)
-        return Solution(q=q, status=status, stats=stats)
-
-    def probs(self, logits, *, history=None, history_mask=None):
-        sol = self.solve(logits, history=history, history_mask=history_mask)
-        _raise_on_bad_rows(sol.status)
-        return sol.q
-
-    def sample(self, key, logits, *, num_samples=None, history=None, history_mask=None, method="auto"):
-        if not self.objective.terms and isinstance(self.solver, (Auto, ClosedForm)):
-            # The linear problem: its optimum is the argmax, no distribution to draw from.
-            problem = self.objective.prepare(logits, history=history, history_mask=history_mask)
-            _raise_on_bad_rows(problem.status)
-            ids = argmax(jnp.where(problem.mask, problem.scores, -jnp.inf))
-            ids = jnp.where(problem.status == Status.OK, ids, -1)
-            return ids if num_samples is None else jnp.repeat(ids[..., None], num_samples, axis=-1)
-        sol = self.solve(logits, history=history, history_mask=history_mask)
-        _raise_on_bad_rows(sol.status)
-        return sample_from_probs(
-            key, sol.q, num_samples=num_samples, method=method, valid=sol.status == Status.OK
-        )
-
-
-def checked(fn):
-    """Run ``fn`` (jitted or not) with simplex_decode's on-device checks turned on.
-
-    Under ``jax.jit`` a NaN logit or an out-of-range traced parameter cannot raise by
-    itself; ``checked(jax.jit(step))(...)`` functionalises the checks with
-    ``jax.experimental.checkify`` and raises ``JaxRuntimeError`` naming the problem.
-    Unchecked, the same code costs nothing extra and returns zeros / id ``-1`` on bad rows.
-    """
-    cf = checkify.checkify(fn, errors=checkify.user_checks)
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        err, out = cf(*args, **kwargs)
-        err.throw()
-        return out
-
-    return wrapper
 
 
 def _tempered(t):
@@ -289,108 +149,6 @@ def entropix(**params) -> Decoder:
     """``softmax(logits / T)`` with the entropy/varentropy-gated ``T`` of
     :class:`~simplex_decode.adaptive.EntropixTemperature` (greedy when both are low)."""
     return Decoder(Objective(terms=Entropy(), transforms=EntropixTemperature(**params)))
-
-
-# Default orders of ``chain``: the score transforms run first (processors, then the
-# temperatures), then the support rules, each group sorted by the position of its class
-# here (stable: equal classes keep their given order; unlisted classes go after the listed
-# ones of their group, in their given order).
-_TEMPERATURES = (Temperature, _AdaptiveTemperature)
-CHAIN_ORDERS: dict[str, dict[str, tuple]] = {
-    # transformers' generate(): processors, then temperature → top-h → top-k → top-p →
-    # min-p → typical → ε → η (top-nσ, from llama.cpp, first; top-a last).
-    "transformers": {
-        "transforms": (LogitBias, RepetitionPenalty, FrequencyPenalty, PresencePenalty, NoRepeatNGram,
-                       BanTokens, MinNewTokens, AllowTokens),
-        "support": (Mask, TopNSigma, TopH, TopK, TopP, MinP, Typical, Epsilon, Eta, TopA),
-    },
-    # vLLM's sampler: allowed / bad words → min tokens → logit bias → penalties →
-    # temperature → min-p → top-k / top-p.
-    "vllm": {
-        "transforms": (AllowTokens, BanTokens, MinNewTokens, LogitBias, RepetitionPenalty, FrequencyPenalty,
-                       PresencePenalty, NoRepeatNGram),
-        "support": (Mask, TopNSigma, MinP, TopK, TopP, TopH, Typical, Epsilon, Eta, TopA),
-    },
-}
-
-
-def _rank(obj, classes, temperatures_last):
-    if temperatures_last and isinstance(obj, _TEMPERATURES):
-        return len(classes) + 1
-    for i, cls in enumerate(classes):
-        if isinstance(obj, cls):
-            return i
-    return len(classes)
-
-
-def chain(*components, solver=None, order="transformers") -> Decoder:
-    """One line for any combination: sorts components into an Objective and returns a Decoder.
-
-    ``components`` are score transforms, terms, support rules (or lists of them) and at
-    most one *base* preset (a :class:`Decoder` or :class:`Objective`) whose parts are
-    merged with them. Without a base and without any term, the term is ``Entropy()``
-    (sample from the softmax of the scores, as every sampler chain does); an explicit
-    term or a base states the problem instead.
-
-    ``order``: ``"transformers"`` (default) or ``"vllm"`` sort the transforms (processors
-    before temperatures) and the support rules into that library's order (see
-    ``CHAIN_ORDERS``); ``"given"`` keeps the order of the arguments. ``solver``: as for
-    :class:`Decoder`; None takes the base's solver (else ``"auto"``).
-
-    Example:
-      >>> import jax.numpy as jnp, simplex_decode as sd
-      >>> dec = sd.chain(sd.MinP(0.05), sd.TopP(0.9), sd.TopK(50), sd.Temperature(0.7),
-      ...                sd.RepetitionPenalty(1.2))
-      >>> [type(r).__name__ for r in dec.objective.support]
-      ['TopK', 'TopP', 'MinP']
-      >>> q = sd.chain(sd.typical(0.9), sd.NoRepeatNGram(3)).probs(
-      ...     jnp.zeros(8), history=jnp.array([1, 2, 3, 1, 2]))
-      >>> float(q[3])
-      0.0
-    """
-    if order not in CHAIN_ORDERS and order != "given":
-        raise ValueError(f"chain: `order` must be one of {sorted(CHAIN_ORDERS) + ['given']}, got {order!r}")
-    transforms, terms, rules, bases = [], [], [], []
-
-    def add(c):
-        if isinstance(c, (list, tuple)):
-            for x in c:
-                add(x)
-        elif isinstance(c, (Decoder, Objective)):
-            bases.append(c)
-            obj = c.objective if isinstance(c, Decoder) else c
-            transforms.extend(obj.transforms)
-            terms.extend(obj.terms)
-            rules.extend(obj.support)
-        elif isinstance(c, ScoreTransform):
-            transforms.append(c)
-        elif isinstance(c, Term):
-            terms.append(c)
-        elif isinstance(c, SupportRule):
-            rules.append(c)
-        else:
-            raise ValueError(
-                "chain: components must be score transforms, terms, support rules, or one Decoder / "
-                f"Objective, got {type(c).__name__}"
-            )
-
-    add(components)
-    if len(bases) > 1:
-        raise ValueError(
-            f"chain: at most one Decoder or Objective may be given (got {len(bases)}); "
-            "add the other rules as components, e.g. sd.chain(sd.top_p(0.9), sd.MinP(0.1))"
-        )
-    if not bases and not terms:
-        terms = [Entropy()]
-    if order != "given":
-        spec = CHAIN_ORDERS[order]
-        transforms.sort(key=lambda t: _rank(t, spec["transforms"], True))
-        rules.sort(key=lambda r: _rank(r, spec["support"], False))
-    if solver is None:
-        solver = bases[0].solver if bases and isinstance(bases[0], Decoder) else "auto"
-    return Decoder(Objective(terms=tuple(terms), support=tuple(rules), transforms=tuple(transforms)), solver=solver)
-
-
 
 
 # --- Best-of-K: KL to the model + weighted K-coverage (no closed form) ---
@@ -544,4 +302,4 @@ def tsallis_coverage(k=4, *, alpha=1.5, lam=1.0, beta=0.5, weights="model", top_
     return Decoder(Objective(terms=terms, transforms=_tempered(temperature)))
 
 
-__all__ = ["Decoder", "checked", "chain", "SOLVERS", "PRESETS", *PRESETS]
+__all__ = ["PRESETS", *PRESETS]

@@ -1,4 +1,4 @@
-"""Shared plumbing: pytree dataclasses, parameter validation, per-row status codes.
+"""Shared plumbing: pytree dataclasses and parameter validation.
 
 Every component of simplex_decode (score transforms, terms, support rules, objectives,
 decoders, solvers) is a frozen dataclass registered as a JAX pytree. Float parameters
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
-__all__ = ["pytree_dataclass", "static_field", "require", "check_range", "is_concrete", "Status"]
+__all__ = ["pytree_dataclass", "static_field", "require", "check_range", "is_concrete", "set_field", "per_row"]
 
 
 def static_field(default: Any = dataclasses.MISSING, **kwargs) -> Any:
@@ -143,46 +143,6 @@ def check_range(
 def set_field(obj, name: str, value) -> None:
     """Assign to a frozen dataclass field during ``__post_init__``."""
     object.__setattr__(obj, name, value)
-
-
-class Status:
-    """Per-row status codes returned by :meth:`Decoder.solve` (``Solution.status``).
-
-    A row with a non-zero status has ``q = 0`` (it is not a distribution) and
-    :meth:`Decoder.sample` returns ``-1`` for it; :meth:`Decoder.probs` raises on it in
-    eager mode, and under ``jit`` when wrapped by :func:`simplex_decode.checked`.
-    """
-
-    OK = 0
-    NONFINITE_LOGITS = 1  # a NaN or +inf logit (-inf is allowed: it bans the token)
-    EMPTY_SUPPORT = 2  # every token is banned or masked out
-    NOT_CONVERGED = 3  # an iterative solver stopped before reaching its tolerance
-
-    MESSAGES = {
-        0: "ok",
-        1: "logits contain NaN or +inf (use -inf to ban a token)",
-        2: "no token is allowed in this row (every logit is -inf or masked out)",
-        3: "the iterative solver did not converge (stopped before its tolerance); raise its "
-        "step limit (`max_steps` of Exact, `steps` of Mirror/ProjectedGradient) or loosen `tol`",
-    }
-
-
-def status_error_message(status: np.ndarray) -> str | None:
-    """Human-readable error naming the first bad rows, or None when all rows are fine."""
-    status = np.asarray(status)
-    if not np.any(status != Status.OK):
-        return None
-    def prefix(code):
-        return "solver" if code == Status.NOT_CONVERGED else "invalid logits"
-
-    if status.ndim == 0:
-        return f"{prefix(int(status))}: {Status.MESSAGES[int(status)]}"
-    lines = []
-    for code in np.unique(status[status != Status.OK]):
-        rows = [tuple(int(i) for i in r) for r in np.argwhere(status == code)[:5]]
-        rows_s = ", ".join(str(r[0]) if len(r) == 1 else str(r) for r in rows)
-        lines.append(f"{prefix(int(code))}: logits rows [{rows_s}]: {Status.MESSAGES[int(code)]}")
-    return "; ".join(lines)
 
 
 def per_row(x, batch_shape, dtype=None):

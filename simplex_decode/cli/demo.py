@@ -20,6 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import model as model_loading
+from .model import check_context
+from .spec import CLIError, build_decoder
+
 __all__ = ["DEFAULT_PROMPT", "DEMO_DECODERS", "DecoderRun", "run_demo", "write_plot", "summarise"]
 
 DEFAULT_PROMPT = "Suggest a name for a new coffee shop. Reply with the name only."
@@ -137,7 +141,6 @@ def write_plot(runs, path, *, prompt: str) -> None:
 
 
 def _check_out(out) -> Path:
-    from .cli import CLIError
 
     path = Path(out)
     parent = path.parent if str(path.parent) else Path(".")
@@ -162,8 +165,7 @@ def run_demo(args) -> int:
     """Run the demo for parsed CLI ``args`` (see ``simplex-decode demo --help``)."""
     import jax
 
-    from .cli import CLIError, build_decoder, check_context, load_model
-    from .generate import generate
+    from ..generation import generate
 
     out_path = _check_out(args.out)
     decoders, skipped = [], []
@@ -175,7 +177,7 @@ def run_demo(args) -> int:
                 skipped.append(label)
                 continue
             raise CLIError(f"demo decoder {spec!r}: {e}") from None
-    model = load_model(args.model)
+    model = model_loading.load_model(args.model)
     ids = model.encode(args.prompt, chat=args.chat, system=args.system)
     check_context(len(ids), args.max_new_tokens, model.context)
     K, T = args.num_samples, args.max_new_tokens

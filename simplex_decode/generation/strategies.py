@@ -1,4 +1,4 @@
-"""Sequence-level strategies on the step protocol of :mod:`simplex_decode.generate`.
+"""Sequence-level strategies on the step protocol of :mod:`simplex_decode.generation.loop`.
 
 A next-token decoder chooses one distribution per step; these choose among *sequences*:
 
@@ -29,22 +29,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._core import Status
-from .generate import (
-    GenerateResult,
-    _batch_axes,
-    _check_cache,
-    _check_int,
-    _check_step,
-    _decode_loop,
-    _eos_ids,
-    _model_step,
-    _prefill,
-    _prompts,
-    _repeat_rows,
-    _take_rows,
-    generate,
+from ..status import Status
+from ._common import (
+    batch_axes,
+    check_cache,
+    check_int,
+    check_step,
+    decode_loop,
+    model_step,
+    parse_eos_ids,
+    parse_prompts,
+    prefill,
+    repeat_rows,
+    take_rows,
 )
+from .loop import GenerateResult, generate
 
 __all__ = [
     "BeamSearchResult",
@@ -122,9 +121,9 @@ def _beam_jit(params, prompt, lengths, *, step, cache_fn, beam_width, max_new_to
     B, P = prompt.shape
     W, T = beam_width, max_new_tokens
     max_len = P + T
-    last, cache = _prefill(step, params, prompt, lengths, cache_fn, max_len)
-    axes = _batch_axes(cache_fn, max_len)
-    cache = _repeat_rows(cache, axes, W)
+    last, cache = prefill(step, params, prompt, lengths, cache_fn, max_len)
+    axes = batch_axes(cache_fn, max_len)
+    cache = repeat_rows(cache, axes, W)
     V = last.shape[-1]
     C = min(W * (1 + len(eos_ids)), W * V)
     pos0 = jnp.repeat(lengths, W)
@@ -163,8 +162,8 @@ def _beam_jit(params, prompt, lengths, *, step, cache_fn, beam_width, max_new_to
         more = (s.t + 1 < T) & ~jnp.all(done)
 
         def advance(c):
-            c = _take_rows(c, axes, rows)
-            return _model_step(step, params, new_tok, c, pos0 + s.t)
+            c = take_rows(c, axes, rows)
+            return model_step(step, params, new_tok, c, pos0 + s.t)
 
         logits, cache = lax.cond(more, advance, lambda c: (s.logits, c), s.cache)
         return _Beams(s.t + 1, logits, cache, alive_tok, a_v, fin_tok, fs, fin_lp, fin_len, done)
@@ -246,19 +245,19 @@ def beam_search(
       >>> out.tokens[0, 0].tolist()
       [2, 0]
     """
-    step_s = _check_step(step)
-    cache_s = _check_cache(cache)
-    beam_width = _check_int("beam_width", beam_width, 1)
-    max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
-    pad_id = _check_int("pad_id", pad_id, 0)
+    step_s = check_step(step)
+    cache_s = check_cache(cache)
+    beam_width = check_int("beam_width", beam_width, 1)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
+    pad_id = check_int("pad_id", pad_id, 0)
     if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or not np.isfinite(length_penalty):
         raise ValueError(f"length_penalty: must be a finite number, got {length_penalty!r}")
     if not isinstance(early_stopping, bool):
         raise ValueError(f"early_stopping: must be True or False, got {early_stopping!r}")
-    prompt, lengths = _prompts(prompt_tokens, prompt_lengths, pad_id)
+    prompt, lengths = parse_prompts(prompt_tokens, prompt_lengths, pad_id)
     return _beam_jit(
         params, prompt, lengths, step=step_s, cache_fn=cache_s, beam_width=beam_width,
-        max_new_tokens=max_new_tokens, eos_ids=_eos_ids(eos_id), pad_id=pad_id,
+        max_new_tokens=max_new_tokens, eos_ids=parse_eos_ids(eos_id), pad_id=pad_id,
         length_penalty=float(length_penalty), early_stopping=early_stopping,
     )
 
@@ -276,8 +275,8 @@ def _lookahead_jit(params, prompt, lengths, *, step, cache_fn, depth, num_candid
     B, P = prompt.shape
     c = num_candidates
     max_len = P + max_new_tokens + depth
-    last, cache = _prefill(step, params, prompt, lengths, cache_fn, max_len)
-    axes = _batch_axes(cache_fn, max_len)
+    last, cache = prefill(step, params, prompt, lengths, cache_fn, max_len)
+    axes = batch_axes(cache_fn, max_len)
     if c > last.shape[-1]:
         raise ValueError(f"num_candidates: must be <= the vocabulary size {last.shape[-1]}, got {c}")
 
@@ -291,21 +290,21 @@ def _lookahead_jit(params, prompt, lengths, *, step, cache_fn, depth, num_candid
 
         def roll(i, carry):
             score, tokens, alive, bc = carry
-            lg, bc = _model_step(step, params, tokens, bc, jnp.where(alive, branch_pos + i, -1))
+            lg, bc = model_step(step, params, tokens, bc, jnp.where(alive, branch_pos + i, -1))
             lp = jax.nn.log_softmax(lg.astype(jnp.float32), axis=-1)
             g = jnp.argmax(lp, axis=-1).astype(jnp.int32)
             score = score + jnp.where(alive, jnp.max(lp, axis=-1), 0.0)
             return score, g, alive & ~_is_eos(g, eos_ids), bc
 
         if depth > 0:
-            score, *_ = lax.fori_loop(0, depth, roll, (score, tokens, alive, _repeat_rows(cache, axes, c)))
+            score, *_ = lax.fori_loop(0, depth, roll, (score, tokens, alive, repeat_rows(cache, axes, c)))
         score = score.reshape(B, c)
         best = jnp.argmax(score, axis=-1)  # ties: the candidate the model ranks higher
         ids = jnp.take_along_axis(cand, best[:, None], axis=1)[:, 0]
         joint = jnp.take_along_axis(score, best[:, None], axis=1)[:, 0]
         return ids, jnp.zeros((B,), jnp.float32), _nonfinite_status(logits), {"lookahead_score": joint}
 
-    out, finished = _decode_loop(
+    out, finished = decode_loop(
         step, params, cache, last, prompt, lengths, select, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
         pad_id=pad_id, extras=("lookahead_score",),
     )
@@ -362,16 +361,16 @@ def lookahead(
       >>> sd.lookahead(step, table, [[0]], depth=1, max_new_tokens=1, num_candidates=3).tokens.tolist()
       [[2]]
     """
-    step_s = _check_step(step)
-    cache_s = _check_cache(cache)
-    depth = _check_int("depth", depth, 0)
-    num_candidates = _check_int("num_candidates", num_candidates, 1)
-    max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
-    pad_id = _check_int("pad_id", pad_id, 0)
-    prompt, lengths = _prompts(prompt_tokens, prompt_lengths, pad_id)
+    step_s = check_step(step)
+    cache_s = check_cache(cache)
+    depth = check_int("depth", depth, 0)
+    num_candidates = check_int("num_candidates", num_candidates, 1)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
+    pad_id = check_int("pad_id", pad_id, 0)
+    prompt, lengths = parse_prompts(prompt_tokens, prompt_lengths, pad_id)
     return _lookahead_jit(
         params, prompt, lengths, step=step_s, cache_fn=cache_s, depth=depth, num_candidates=num_candidates,
-        max_new_tokens=max_new_tokens, eos_ids=_eos_ids(eos_id), pad_id=pad_id,
+        max_new_tokens=max_new_tokens, eos_ids=parse_eos_ids(eos_id), pad_id=pad_id,
     )
 
 
@@ -409,10 +408,10 @@ def _cot_jit(params, prompt, lengths, *, step, cache_fn, num_branches, max_new_t
     B, P = prompt.shape
     k = num_branches
     max_len = P + max_new_tokens
-    last, cache = _prefill(step, params, prompt, lengths, cache_fn, max_len)
+    last, cache = prefill(step, params, prompt, lengths, cache_fn, max_len)
     if k > last.shape[-1]:
         raise ValueError(f"num_branches: must be <= the vocabulary size {last.shape[-1]}, got {k}")
-    cache = _repeat_rows(cache, _batch_axes(cache_fn, max_len), k)
+    cache = repeat_rows(cache, batch_axes(cache_fn, max_len), k)
     _, first = lax.top_k(last.astype(jnp.float32), k)
     first = first.reshape(B * k).astype(jnp.int32)
 
@@ -422,7 +421,7 @@ def _cot_jit(params, prompt, lengths, *, step, cache_fn, num_branches, max_new_t
         ids = jnp.where(t == 0, first, jnp.argmax(p, axis=-1).astype(jnp.int32))
         return ids, jnp.zeros(ids.shape, jnp.float32), _nonfinite_status(logits), {"margin": top2[:, 0] - top2[:, 1]}
 
-    out, _ = _decode_loop(
+    out, _ = decode_loop(
         step, params, cache, jnp.repeat(last, k, axis=0), jnp.repeat(prompt, k, axis=0),
         jnp.repeat(lengths, k, axis=0), select, max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
         extras=("margin",),
@@ -476,15 +475,15 @@ def cot_decode(
       >>> res.tokens[0].tolist(), int(res.best[0])
       ([[1, 2], [2, 0]], 1)
     """
-    step_s = _check_step(step)
-    cache_s = _check_cache(cache)
-    num_branches = _check_int("num_branches", num_branches, 1)
-    max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
-    pad_id = _check_int("pad_id", pad_id, 0)
+    step_s = check_step(step)
+    cache_s = check_cache(cache)
+    num_branches = check_int("num_branches", num_branches, 1)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
+    pad_id = check_int("pad_id", pad_id, 0)
     if answer_span is not None and not callable(answer_span):
         raise ValueError(f"answer_span: must be None or a callable ids -> (start, stop) | None, got {answer_span!r}")
-    eos_ids = _eos_ids(eos_id)
-    prompt, lengths = _prompts(prompt_tokens, prompt_lengths, pad_id)
+    eos_ids = parse_eos_ids(eos_id)
+    prompt, lengths = parse_prompts(prompt_tokens, prompt_lengths, pad_id)
     tokens, lens, first_lp, margins = jax.device_get(_cot_jit(
         params, prompt, lengths, step=step_s, cache_fn=cache_s, num_branches=num_branches,
         max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
@@ -583,7 +582,7 @@ def self_consistency(
     """
     if not callable(extract_answer):
         raise ValueError(f"extract_answer: must be a callable ids -> answer | None, got {extract_answer!r}")
-    num_samples = _check_int("num_samples", num_samples, 1)
+    num_samples = check_int("num_samples", num_samples, 1)
     gen = generate(step, params, prompt_tokens, num_samples=num_samples, **generate_kwargs)
     per_sample = [[extract_answer(ids) for ids in row] for row in _samples(gen)]
     voted = [majority_vote(row) for row in per_sample]
@@ -629,7 +628,7 @@ def best_of_n(
     """
     if not callable(score_fn):
         raise ValueError(f"score_fn: must be a callable ids -> float, got {score_fn!r}")
-    num_samples = _check_int("num_samples", num_samples, 1)
+    num_samples = check_int("num_samples", num_samples, 1)
     gen = generate(step, params, prompt_tokens, num_samples=num_samples, **generate_kwargs)
     samples = _samples(gen)
     scores = np.array([[float(score_fn(ids)) for ids in row] for row in samples])

@@ -1,0 +1,122 @@
+"""``chain``: any combination of transforms, terms and rules in one line, sorted into a
+library's order (transformers, vLLM) or kept as given."""
+
+from __future__ import annotations
+
+from .adaptive import AdaptiveTemperature
+from .decoder import Decoder
+from .history import (
+    AllowTokens,
+    BanTokens,
+    FrequencyPenalty,
+    MinNewTokens,
+    NoRepeatNGram,
+    PresencePenalty,
+    RepetitionPenalty,
+)
+from .objective import Objective
+from .scores import LogitBias, ScoreTransform, Temperature
+from .supports import Epsilon, Eta, Mask, MinP, SupportRule, TopA, TopH, TopK, TopNSigma, TopP, Typical
+from .terms import Entropy, Term
+
+__all__ = ["chain", "CHAIN_ORDERS"]
+
+
+# Default orders of ``chain``: the score transforms run first (processors, then the
+# temperatures), then the support rules, each group sorted by the position of its class
+# here (stable: equal classes keep their given order; unlisted classes go after the listed
+# ones of their group, in their given order).
+_TEMPERATURES = (Temperature, AdaptiveTemperature)
+CHAIN_ORDERS: dict[str, dict[str, tuple]] = {
+    # transformers' generate(): processors, then temperature → top-h → top-k → top-p →
+    # min-p → typical → ε → η (top-nσ, from llama.cpp, first; top-a last).
+    "transformers": {
+        "transforms": (LogitBias, RepetitionPenalty, FrequencyPenalty, PresencePenalty, NoRepeatNGram,
+                       BanTokens, MinNewTokens, AllowTokens),
+        "support": (Mask, TopNSigma, TopH, TopK, TopP, MinP, Typical, Epsilon, Eta, TopA),
+    },
+    # vLLM's sampler: allowed / bad words → min tokens → logit bias → penalties →
+    # temperature → min-p → top-k / top-p.
+    "vllm": {
+        "transforms": (AllowTokens, BanTokens, MinNewTokens, LogitBias, RepetitionPenalty, FrequencyPenalty,
+                       PresencePenalty, NoRepeatNGram),
+        "support": (Mask, TopNSigma, MinP, TopK, TopP, TopH, Typical, Epsilon, Eta, TopA),
+    },
+}
+
+
+def _rank(obj, classes, temperatures_last):
+    if temperatures_last and isinstance(obj, _TEMPERATURES):
+        return len(classes) + 1
+    for i, cls in enumerate(classes):
+        if isinstance(obj, cls):
+            return i
+    return len(classes)
+
+
+def chain(*components, solver=None, order="transformers") -> Decoder:
+    """One line for any combination: sorts components into an Objective and returns a Decoder.
+
+    ``components`` are score transforms, terms, support rules (or lists of them) and at
+    most one *base* preset (a :class:`Decoder` or :class:`Objective`) whose parts are
+    merged with them. Without a base and without any term, the term is ``Entropy()``
+    (sample from the softmax of the scores, as every sampler chain does); an explicit
+    term or a base states the problem instead.
+
+    ``order``: ``"transformers"`` (default) or ``"vllm"`` sort the transforms (processors
+    before temperatures) and the support rules into that library's order (see
+    ``CHAIN_ORDERS``); ``"given"`` keeps the order of the arguments. ``solver``: as for
+    :class:`Decoder`; None takes the base's solver (else ``"auto"``).
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> dec = sd.chain(sd.MinP(0.05), sd.TopP(0.9), sd.TopK(50), sd.Temperature(0.7),
+      ...                sd.RepetitionPenalty(1.2))
+      >>> [type(r).__name__ for r in dec.objective.support]
+      ['TopK', 'TopP', 'MinP']
+      >>> q = sd.chain(sd.typical(0.9), sd.NoRepeatNGram(3)).probs(
+      ...     jnp.zeros(8), history=jnp.array([1, 2, 3, 1, 2]))
+      >>> float(q[3])
+      0.0
+    """
+    if order not in CHAIN_ORDERS and order != "given":
+        raise ValueError(f"chain: `order` must be one of {sorted(CHAIN_ORDERS) + ['given']}, got {order!r}")
+    transforms, terms, rules, bases = [], [], [], []
+
+    def add(c):
+        if isinstance(c, (list, tuple)):
+            for x in c:
+                add(x)
+        elif isinstance(c, (Decoder, Objective)):
+            bases.append(c)
+            obj = c.objective if isinstance(c, Decoder) else c
+            transforms.extend(obj.transforms)
+            terms.extend(obj.terms)
+            rules.extend(obj.support)
+        elif isinstance(c, ScoreTransform):
+            transforms.append(c)
+        elif isinstance(c, Term):
+            terms.append(c)
+        elif isinstance(c, SupportRule):
+            rules.append(c)
+        else:
+            raise ValueError(
+                "chain: components must be score transforms, terms, support rules, or one Decoder / "
+                f"Objective, got {type(c).__name__}"
+            )
+
+    add(components)
+    if len(bases) > 1:
+        raise ValueError(
+            f"chain: at most one Decoder or Objective may be given (got {len(bases)}); "
+            "add the other rules as components, e.g. sd.chain(sd.top_p(0.9), sd.MinP(0.1))"
+        )
+    if not bases and not terms:
+        terms = [Entropy()]
+    if order != "given":
+        spec = CHAIN_ORDERS[order]
+        transforms.sort(key=lambda t: _rank(t, spec["transforms"], True))
+        rules.sort(key=lambda r: _rank(r, spec["support"], False))
+    if solver is None:
+        solver = bases[0].solver if bases and isinstance(bases[0], Decoder) else "auto"
+    return Decoder(Objective(terms=tuple(terms), support=tuple(rules), transforms=tuple(transforms)), solver=solver)

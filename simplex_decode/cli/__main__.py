@@ -1,0 +1,7 @@
+"""``python -m simplex_decode.cli``."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

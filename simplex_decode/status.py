@@ -1,0 +1,101 @@
+"""Per-row status codes: the one source of error text.
+
+Every solver returns a :class:`~simplex_decode.solvers.Solution` whose ``status`` holds one
+code per row; :func:`raise_on_bad_rows` turns codes into the errors eager calls raise (and
+``checkify`` checks under :func:`simplex_decode.checked`).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
+
+from ._pytree import is_concrete
+
+__all__ = ["Status", "status_error_message", "raise_on_bad_rows"]
+
+
+class Status(enum.IntEnum):
+    """Per-row status codes returned by :meth:`Decoder.solve` (``Solution.status``).
+
+    A row with a non-zero status has ``q = 0`` (it is not a distribution) and
+    :meth:`Decoder.sample` returns ``-1`` for it; :meth:`Decoder.probs` raises on it in
+    eager mode, and under ``jit`` when wrapped by :func:`simplex_decode.checked`. The codes
+    are plain ints (``Status.OK == 0``), so they compare with the int32 status arrays;
+    ``Status(code).message`` is the one source of their error text.
+    """
+
+    OK = 0
+    #: a NaN or +inf logit in the input (-inf is allowed: it bans the token)
+    NONFINITE_LOGITS = 1
+    #: every token is banned or masked out by the support rules
+    EMPTY_SUPPORT = 2
+    #: an iterative solver stopped before reaching its tolerance
+    NOT_CONVERGED = 3
+    #: a score transform turned finite logits into NaN or +inf (or removed every token)
+    NONFINITE_SCORES = 4
+    #: the solver's output is not a distribution (non-finite, negative, or off the simplex)
+    INVALID_SOLUTION = 5
+    #: a parameter known only on device (traced) is out of its range for this row
+    INVALID_PARAMETER = 6
+    #: the constraints admit no distribution (e.g. a cap ``c`` with ``c·|support| < 1``)
+    INFEASIBLE = 7
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    Status.OK: "ok",
+    Status.NONFINITE_LOGITS: "logits contain NaN or +inf (use -inf to ban a token)",
+    Status.EMPTY_SUPPORT: "no token is allowed in this row (every logit is -inf or masked out by the support rules)",
+    Status.NOT_CONVERGED: "the iterative solver did not converge (stopped before its tolerance); raise its "
+    "step limit (`max_steps` of Exact, `steps` of Mirror/ProjectedGradient) or loosen `tol`",
+    Status.NONFINITE_SCORES: "a score transform turned finite logits into NaN or +inf (or removed every token)",
+    Status.INVALID_SOLUTION: "the solver returned a q that is not a distribution (non-finite or off the simplex)",
+    Status.INVALID_PARAMETER: "a parameter is out of its allowed range for this row",
+    Status.INFEASIBLE: "the constraints admit no distribution on this row's support",
+}
+#: ``{code: message}`` (kept for callers that index by int).
+Status.MESSAGES = {int(k): v for k, v in _MESSAGES.items()}
+
+
+def status_error_message(status: np.ndarray) -> str | None:
+    """Human-readable error naming the first bad rows, or None when all rows are fine."""
+    status = np.asarray(status)
+    if not np.any(status != Status.OK):
+        return None
+    def prefix(code):
+        return "solver" if code == Status.NOT_CONVERGED else "invalid logits"
+
+    if status.ndim == 0:
+        return f"{prefix(int(status))}: {Status.MESSAGES[int(status)]}"
+    lines = []
+    for code in np.unique(status[status != Status.OK]):
+        rows = [tuple(int(i) for i in r) for r in np.argwhere(status == code)[:5]]
+        rows_s = ", ".join(str(r[0]) if len(r) == 1 else str(r) for r in rows)
+        lines.append(f"{prefix(int(code))}: logits rows [{rows_s}]: {Status.MESSAGES[int(code)]}")
+    return "; ".join(lines)
+
+
+def raise_on_bad_rows(status) -> None:
+    """Raise ``ValueError`` naming the bad rows (eager), or add a ``checkify`` check (traced)."""
+    if is_concrete(status):
+        msg = status_error_message(status)
+        if msg is not None:
+            raise ValueError(msg)
+    else:
+        flat = status.reshape(-1)
+        first = jnp.argmax(flat != Status.OK)
+        checkify.debug_check(
+            jnp.all(flat == Status.OK),
+            "invalid logits: row {} (flattened) has status {} ("
+            + ", ".join(f"{int(c)}: {c.name}" for c in Status if c != Status.OK)
+            + ")",
+            first,
+            flat[first],
+        )
