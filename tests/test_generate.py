@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from simplex_decode._pytree import pytree_dataclass
 
 import simplex_decode as sd
+from simplex_decode._pytree import pytree_dataclass
 from simplex_decode.generation.loop import _generate_jit
 from simplex_decode.models.llama import LlamaConfig, init_cache, init_random_params, make_step
 from simplex_decode.scores import ScoreTransform

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from simplex_decode._pytree import check_range, pytree_dataclass, set_field
 
 import simplex_decode as sd
+from simplex_decode._pytree import check_range, pytree_dataclass, set_field
 from simplex_decode.terms import Term
 
 
