@@ -10,7 +10,8 @@ stateful component to its slot of the decoder's state; see
 
 **Randomness.** A component with ``needs_key = True`` reads ``ctx.key``: one key per row
 (batch shape), derived from the key the caller passes to ``sample`` / ``probs`` / ``solve``
-by ``fold_in`` with the component's position in the Objective, so its draws are
+as ``fold_in(row key, 1 + position)`` (``position``: the component's index among the
+Objective's transforms followed by its support rules), so its draws are
 independent of the sampler's and of every other component's, and a row's draws depend
 only on its own key (not on its batch neighbours).
 """
@@ -109,7 +110,8 @@ class Mirostat(SupportRule, Stateful):
       ``ŝ = Σ t_i b_i / Σ t_i²`` with ``t_i = ln((i+2)/(i+1))``, ``b_i = ln(p_i / p_{i+1})``
       (``i < min(m, n) − 1``, ``n`` = tokens in the mask), and keeps the top
       ``k = max(1, ⌊(ε̂·2^μ / (1 − V^{−ε̂}))^{1/ŝ}⌋)`` tokens, ``ε̂ = ŝ − 1`` (``V``: the
-      vocabulary size; ``k`` is clipped to ``[1, n]``).
+      vocabulary size; ``k`` is clipped to ``[1, n]``, and ``ε̂/(1 − V^{−ε̂})`` is its limit
+      ``1/ln V`` at ``ε̂ = 0``, where llama.cpp divides 0 by 0).
 
     The surprise is measured under the decoder's own ``q`` (with the default
     :func:`~simplex_decode.mirostat` preset, the softmax renormalised on the kept tokens,
@@ -179,8 +181,12 @@ class Mirostat(SupportRule, Stateful):
         b = jnp.where(used, top[..., :-1] - top[..., 1:], 0.0)
         s_hat = jnp.sum(t * b, axis=-1, keepdims=True) / jnp.sum(jnp.where(used, t * t, 0.0), axis=-1, keepdims=True)
         eps = s_hat - 1.0
-        k = ((eps * jnp.exp2(mu)) / (1.0 - jnp.power(jnp.asarray(V, logp.dtype), -eps))) ** (1.0 / s_hat)
-        k = jnp.where(jnp.isnan(k), 1.0, k)  # one token (0/0): every k keeps it
+        logv = jnp.log(jnp.asarray(V, logp.dtype))
+        safe_eps = jnp.where(eps == 0, 1.0, eps)
+        # ε̂ / (1 − V^{−ε̂}) → 1 / ln V as ε̂ → 0 (llama.cpp divides 0 by 0 there)
+        ratio = jnp.where(eps == 0, 1.0 / logv, safe_eps / -jnp.expm1(-safe_eps * logv))
+        k = (ratio * jnp.exp2(mu)) ** (1.0 / s_hat)
+        k = jnp.where(jnp.isnan(k), 1.0, k)  # one token (ŝ = 0/0): every k keeps it
         return jnp.clip(jnp.floor(jnp.minimum(k, V)), 1, jnp.maximum(n, 1)).astype(jnp.int32)
 
 
