@@ -15,11 +15,12 @@ the same jitted loop, see :class:`simplex_decode.SecondStream`):
   the final layer with the candidate of largest Jensen–Shannon divergence
   (:func:`simplex_decode.dola`).
 
-Log-probabilities of the second source are floored at ``log(tiny)`` (the smallest normal
-float, ≈ −87.3 in float32): a token the second source rules out (``-inf``) while the
-first allows it would otherwise get an infinite score; it gets the largest finite
-contrast instead (the limit of the objective), never NaN. Tokens the first source bans
-(``-inf``) stay banned.
+A token the second source rules out (log-probability ``-inf``) while the first allows it
+would get an infinite contrast; its log-probability under the second source is taken as
+``-1e20`` instead, so it gets a finite contrast of that order (it wins wherever the limit
+of the objective says it should, e.g. CFG with ``g > 1``), never NaN. Finite
+log-probabilities are used as they are, and tokens the first source bans (``-inf``) stay
+banned.
 """
 
 from __future__ import annotations
@@ -54,9 +55,14 @@ def _log_probs(x):
     return masked_log_softmax(x, x > -jnp.inf)
 
 
+#: the log-probability a second source's banned token is given (see the module docstring)
+RULED_OUT = -1e20
+
+
 def second_log_probs(x):
-    """``log softmax(x)`` with ``-inf`` floored at ``log(tiny)`` (see the module docstring)."""
-    return jnp.maximum(_log_probs(x), jnp.log(jnp.finfo(x.dtype).tiny))
+    """``log softmax(x)`` with ``-inf`` replaced by :data:`RULED_OUT` (see the module docstring)."""
+    lp = _log_probs(x)
+    return jnp.where(lp > -jnp.inf, lp, RULED_OUT)
 
 
 @pytree_dataclass
@@ -87,7 +93,8 @@ class CFG(ScoreTransform):
         uncond = second_log_probs(_second("CFG", ctx, scores))
         cond = _log_probs(scores)
         g = per_row(self.guidance_scale, scores.shape[:-1], scores.dtype)
-        return jnp.where(cond > -jnp.inf, g * (cond - uncond) + uncond, -jnp.inf)
+        # g·ℓ_c + (1 − g)·ℓ_u: transformers' g·(ℓ_c − ℓ_u) + ℓ_u, exact at g = 1 even for ruled-out tokens
+        return jnp.where(cond > -jnp.inf, g * cond + (1.0 - g) * uncond, -jnp.inf)
 
 
 @pytree_dataclass

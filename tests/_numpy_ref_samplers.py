@@ -26,8 +26,7 @@ def log_softmax(x):
     if not finite.any():
         return np.full(x.shape, -np.inf)
     m = x[finite].max()
-    lse = m + math.log(np.exp(x[finite] - m).sum())
-    return np.where(finite, x - lse, -np.inf)
+    return np.where(finite, (x - m) - math.log(np.exp(x[finite] - m).sum()), -np.inf)
 
 
 def sorted_candidates(logits):

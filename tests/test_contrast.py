@@ -48,11 +48,12 @@ def test_cfg_equals_transformers_on_random_logits():
     q = np.asarray(jprobs(sd.cfg(g), jnp.asarray(cond), jnp.asarray(uncond)))
     for b in range(B):
         s = ref.cfg_scores(cond[b], uncond[b], float(g[b]))
-        # a token the negative stream bans gets the floored log-probability log(tiny)
-        lu = np.maximum(ref.log_softmax(uncond[b]), np.log(np.finfo(np.float32).tiny))
+        # a token the negative stream bans gets the log-probability RULED_OUT (-1e20) there
+        lu = ref.log_softmax(uncond[b])
+        lu = np.where(lu > -np.inf, lu, sd.contrast.RULED_OUT)
         lc = ref.log_softmax(cond[b])
         with np.errstate(invalid="ignore"):
-            s_floor = np.where(lc > -np.inf, g[b] * (lc - lu) + lu, -np.inf)
+            s_floor = np.where(lc > -np.inf, g[b] * lc + (1 - g[b]) * lu, -np.inf)
         np.testing.assert_allclose(q[b], ref.softmax(s_floor), atol=2e-6, err_msg=f"row {b}")
         if np.all(uncond[b][cond[b] > -np.inf] > -np.inf):  # no floor involved: transformers exactly
             np.testing.assert_allclose(q[b], ref.softmax(s), atol=2e-6)
@@ -76,7 +77,8 @@ def test_cfg_limits_and_temperature():
 def test_cfg_and_contrastive_agree_with_cvxpy():
     pytest.importorskip("cvxpy")
     rng = np.random.default_rng(2)
-    cond, uncond = pair(rng, (3, 7))
+    cond, _ = pair(rng, (3, 7))  # -inf in the first source: banned tokens
+    _, uncond = pair(rng, (3, 7), neg_inf=False)  # (a ruled-out token's 1e20 contrast would not be an LP to solve)
     for dec in (sd.cfg(1.7, temperature=0.8), sd.contrastive(0.2, beta=0.6, temperature=0.7),
                 sd.chain(sd.CFG(2.0), sd.TopK(4), sd.Temperature(0.9))):
         q = np.asarray(jprobs(dec, jnp.asarray(cond), jnp.asarray(uncond)))

@@ -72,7 +72,6 @@ def test_hand_built_breakers_and_repeats_across_padding():
 
 
 def test_exponent_clamp_and_banned_tokens_stay_banned():
-    V = 5
     h = [1, 2] * 30  # a long repeat
     logits = np.array([0.0, 0.0, -np.inf, 0.0, 0.0])
     base = 1e10  # max exponent int(88.72 / ln 1e10) = 3
