@@ -146,9 +146,12 @@ class Decoder:
             raise_on_bad_rows(problem.status)
             ids = argmax(jnp.where(problem.mask, problem.scores, -jnp.inf))
             ids = jnp.where(problem.status == Status.OK, ids, -1)
-            if state is not None:
-                return ids, self.update(state, jax.nn.one_hot(ids, problem.scores.shape[-1]), ids)
-            return ids if num_samples is None else jnp.repeat(ids[..., None], num_samples, axis=-1)
+            out = ids if num_samples is None else jnp.repeat(ids[..., None], num_samples, axis=-1)
+            if state is None:
+                return out
+            if self.stateful:  # the mode has q = 1
+                state = self.update(state, jax.nn.one_hot(ids, problem.scores.shape[-1]), ids)
+            return out, state
         sol = self.solve(logits, **inputs)
         raise_on_bad_rows(sol.status)
         ids = sample_from_probs(key, sol.q, num_samples=num_samples, method=method, valid=sol.status == Status.OK)

@@ -273,3 +273,11 @@ def test_xtc_sample_draws_coin_and_token_from_independent_keys():
     dec = sd.xtc(0.15, 1.0, temperature=0.0)
     ids = jax.jit(lambda d, k, x: d.sample(k, x))(dec, jax.random.key(0), logits)
     np.testing.assert_array_equal(ids, [2, 2, 2, 2])  # 0.4 and 0.3 removed; argmax of the rest
+
+
+def test_chain_places_the_new_components_where_llama_cpp_does():
+    dec = sd.chain(sd.Mirostat(3.0), sd.XTC(0.1, 0.5), sd.TopK(40), sd.Temperature(0.8), sd.DRY(0.8),
+                   sd.RepetitionPenalty(1.1), sd.CFG(1.5))
+    assert [type(t).__name__ for t in dec.objective.transforms] == ["CFG", "RepetitionPenalty", "DRY", "Temperature"]
+    assert [type(r).__name__ for r in dec.objective.support] == ["TopK", "XTC", "Mirostat"]
+    assert dec.stateful and dec.objective.support[-1] is dec.objective.stateful[0]

@@ -175,6 +175,7 @@ def step_outputs(out):
     """``(logits, cache, second)`` from a step's output: ``(logits, cache)`` or
     ``(logits, cache, second_logits)`` (e.g. early-layer logits for DoLa); ``second`` is None
     for the former."""
+    out = tuple(out) if isinstance(out, (list, tuple)) else out
     if not isinstance(out, tuple) or len(out) not in (2, 3):
         raise ValueError(
             "step: must return (logits, cache) or (logits, cache, second_logits), got "

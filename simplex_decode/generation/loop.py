@@ -14,6 +14,10 @@ A model enters simplex_decode through one explicit protocol, the *step function*
   then repeated for ``num_samples`` (and how beams are reordered in
   :func:`simplex_decode.strategies.beam_search`).
 * ``logits``: ``(N, T, V)`` (computed in float32 by the decoder whatever their dtype).
+* optionally a third output, ``step(...) -> (logits, cache, second_logits)`` with
+  ``second_logits`` ``(N, T, V)`` or ``(N, T, J, V)``: handed to the decoder as its second
+  source of scores (DoLa's early layers: ``make_step(config, early_exit_layers=...)``).
+  The strategies ignore it.
 
 :func:`simplex_decode.models.make_step` (the bundled Llama) follows it::
 
@@ -196,15 +200,16 @@ def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, state, se
         state = jax.tree.map(lambda x: x[:, None], state)
 
     def select(t, logits, second, cache, pos, hist, hmask, active, state):
+        step_keys = fold_keys(row_keys, t)
+        step_keys = step_keys.reshape((B, K) + step_keys.shape[1:])
         sol = decoder.solve(
             logits.reshape(B, K, V), history=hist.reshape(B, K, -1), history_mask=hmask.reshape(B, K, -1),
             second_logits=None if second is None else second.reshape((B, K) + second.shape[1:]),
-            key=fold_keys(row_keys, t).reshape((B, K) + row_keys.shape[1:]), state=state,
+            key=step_keys, state=state,
         )
         raise_on_bad_rows(sol.status)
         ok = sol.status == Status.OK
-        step_keys = fold_keys(row_keys, t)
-        ids = sample_from_probs(step_keys.reshape((B, K) + step_keys.shape[1:]), sol.q, valid=ok)
+        ids = sample_from_probs(step_keys, sol.q, valid=ok)
         state = decoder.update(state, sol.q, ids, valid=active.reshape(B, K))
         q = sol.q.reshape(N, V)
         ids = ids.reshape(N)
