@@ -78,12 +78,14 @@ def test_mirostat_in_generate_equals_the_step_by_step_api(table):
     np.testing.assert_allclose(out.state[0].mu, state[0].mu, rtol=1e-6)
 
 
+MU_KW = dict(prompt_lengths=LENGTHS, max_new_tokens=12, eos_id=10)  # one compilation shared by the tests below
+
+
 def test_mirostat_final_mu_is_the_sum_of_the_surprises_of_emitted_tokens(table):
     """μ_T = 2τ − η Σ_t (−log₂ q(x_t) − τ) over each row's emitted tokens (EOS included, no
     update after it), with q(x_t) = exp(logprobs) as generate reports them."""
     tau, eta = jnp.array([1.5, 3.0]), jnp.array([0.3, 0.8])
-    out = sd.generate(bigram_step, table, PROMPTS, prompt_lengths=LENGTHS, decoder=sd.mirostat(tau, eta),
-                      key=jax.random.key(0), max_new_tokens=12, eos_id=10)
+    out = sd.generate(bigram_step, table, PROMPTS, decoder=sd.mirostat(tau, eta), key=jax.random.key(0), **MU_KW)
     lengths, lq = np.asarray(out.lengths), np.asarray(out.logprobs, np.float64)
     assert lengths.min() < 12  # a row ended with EOS: its state must not move afterwards
     for b in range(2):
@@ -91,8 +93,8 @@ def test_mirostat_final_mu_is_the_sum_of_the_surprises_of_emitted_tokens(table):
         want = 2 * float(tau[b]) - float(eta[b]) * np.sum(surprise - float(tau[b]))
         assert float(out.state[0].mu[b]) == pytest.approx(want, rel=1e-5, abs=1e-4)
     # resuming from the final state continues the controller from there
-    again = sd.generate(bigram_step, table, PROMPTS, prompt_lengths=LENGTHS, decoder=sd.mirostat(tau, eta),
-                        key=jax.random.key(1), max_new_tokens=4, state=out.state)
+    again = sd.generate(bigram_step, table, PROMPTS, decoder=sd.mirostat(tau, eta), key=jax.random.key(1),
+                        state=out.state, **MU_KW)
     for b in range(2):
         n = int(again.lengths[b])
         surprise = -np.asarray(again.logprobs, np.float64)[b, :n] / math.log(2)
@@ -101,20 +103,17 @@ def test_mirostat_final_mu_is_the_sum_of_the_surprises_of_emitted_tokens(table):
 
 
 def test_new_parameter_and_state_values_do_not_recompile(table):
-    kw = dict(prompt_lengths=LENGTHS, key=jax.random.key(0), max_new_tokens=5)
-    out = sd.generate(bigram_step, table, PROMPTS, decoder=sd.mirostat(jnp.array([1.0, 2.0]), 0.1), **kw)
+    kw = dict(MU_KW, key=jax.random.key(0))
+    out = sd.generate(bigram_step, table, PROMPTS, decoder=sd.mirostat(jnp.array([1.0, 2.0]), jnp.array([0.1, 0.1])),
+                      **kw)
+    sd.generate(bigram_step, table, PROMPTS, decoder=sd.mirostat(jnp.array([3.0, 0.5]), jnp.array([0.9, 0.5])),
+                state=out.state, **kw)
     n = _generate_jit._cache_size()
-    out = sd.generate(bigram_step, table, PROMPTS, decoder=sd.mirostat(jnp.array([3.0, 0.5]), 0.9), **kw)
-    sd.generate(bigram_step, table, PROMPTS, decoder=sd.mirostat(jnp.array([3.0, 0.5]), 0.9), state=out.state, **kw)
-    assert _generate_jit._cache_size() == n + 1  # the explicit initial state is one more signature, once
-    sd.generate(bigram_step, table, PROMPTS, decoder=sd.mirostat(jnp.array([2.0, 1.0]), 0.2), state=out.state, **kw)
-    assert _generate_jit._cache_size() == n + 1
-
-
-def test_stateless_decoders_return_the_empty_state(table):
-    out = sd.generate(bigram_step, table, PROMPTS, prompt_lengths=LENGTHS, decoder=sd.top_k(3), key=jax.random.key(0),
-                      max_new_tokens=3)
-    assert out.state == ()
+    out = sd.generate(bigram_step, table, PROMPTS, decoder=sd.mirostat(jnp.array([3.0, 0.5]), jnp.array([0.9, 0.2])),
+                      **kw)
+    sd.generate(bigram_step, table, PROMPTS, decoder=sd.mirostat(jnp.array([2.0, 1.0]), jnp.array([0.2, 1.0])),
+                state=out.state, **kw)
+    assert _generate_jit._cache_size() == n
 
 
 def test_bad_state_is_named(table):
@@ -122,6 +121,8 @@ def test_bad_state_is_named(table):
     dec = sd.mirostat(2.0)
     with pytest.raises(ValueError, match=r"state: must be the decoder's state for batch shape \(2,\)"):
         sd.generate(bigram_step, table, PROMPTS, decoder=dec, state=dec.init((3,)), **kw)
+    with pytest.raises(ValueError, match=r"state: must be the decoder's state"):
+        sd.generate(bigram_step, table, PROMPTS, decoder=sd.top_k(3), state=dec.init((2,)), **kw)
     with pytest.raises(ValueError, match=r"state: must be the decoder's state for batch shape \(2, 2\)"):
         sd.generate(bigram_step, table, PROMPTS, decoder=dec, state=dec.init((2,)), num_samples=2, **kw)
 
@@ -135,8 +136,19 @@ TINY = LlamaConfig(vocab_size=37, hidden_size=32, intermediate_size=48, num_laye
 
 @pytest.fixture(scope="module")
 def llama():
-    params = jax.jit(init_random_params, static_argnums=(0,), static_argnames=("scale",))(
-        TINY, jax.random.PRNGKey(3), scale=0.6)
+    """The tiny model with random parameters drawn in numpy (init_random_params' layout,
+    without compiling it): norms near 1, matrices N(0, 0.6²), embeddings N(0, 1/D)."""
+    rng = np.random.default_rng(3)
+    shapes = jax.eval_shape(lambda: init_random_params(TINY, jax.random.PRNGKey(0)))
+
+    def draw(path, x):
+        name = jax.tree_util.keystr(path)
+        if "norm" in name:
+            return jnp.asarray(1.0 + 0.1 * rng.standard_normal(x.shape), x.dtype)
+        scale = 1.0 / np.sqrt(x.shape[-1]) if "embed" in name else 0.6
+        return jnp.asarray(scale * rng.standard_normal(x.shape), x.dtype)
+
+    params = jax.tree_util.tree_map_with_path(draw, shapes)
     return make_step(TINY), params, functools.partial(init_cache, TINY)
 
 
@@ -183,6 +195,7 @@ def test_cfg_negative_prompt_stream(llama):
         return np.argmax(ref.cfg_scores(c, u, 2.5))
 
     np.testing.assert_array_equal(out.tokens, greedy_rollout(choose))
+    assert out.state == ()  # a stateless decoder's final state is empty
     # and the guidance matters here: plain greedy decodes something else
     plain = greedy_rollout(lambda b, gen: np.argmax(last_logits(TINY, params, PROMPTS_L[b] + gen)[0]))
     assert not np.array_equal(plain, out.tokens)
@@ -205,7 +218,7 @@ def test_contrastive_with_a_truncated_amateur_stream(llama):
 
 def test_dola_on_early_layers_from_the_step(llama):
     _, params, cache = llama
-    layers = dola_layers(TINY, "low") + dola_layers(TINY, "high")
+    layers = (1,) + dola_layers(TINY, "high")  # (1, 2)
     step = make_step(TINY, early_exit_layers=layers)
     out = sd.generate(step, params, PROMPTS_L, decoder=sd.dola(temperature=0.0), key=jax.random.key(0),
                       max_new_tokens=T_L, cache=cache)

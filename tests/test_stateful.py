@@ -52,12 +52,16 @@ def random_logits(rng, shape, *, ties=True, neg_inf=True):
 def test_stateless_decoders_have_an_empty_state_and_unchanged_api():
     dec = sd.min_p(0.1, temperature=0.7)
     logits = jnp.asarray(random_logits(np.random.default_rng(0), (3, 20)))
-    key = jax.random.key(4)
     assert dec.init((3,)) == () and not dec.stateful
-    ids, state = jsample(dec, key, logits, ())
+
+    @jax.jit
+    def both(dec, key, logits):
+        return dec.sample(key, logits), dec.sample(key, logits, state=()), dec.probs(logits), dec.probs(logits, state=())
+
+    plain, (ids, state), q, q_state = both(dec, jax.random.key(4), logits)
     assert state == ()
-    np.testing.assert_array_equal(ids, jax.jit(lambda d, k, x: d.sample(k, x))(dec, key, logits))
-    np.testing.assert_array_equal(jprobs(dec, logits, state=()), jprobs(dec, logits))
+    np.testing.assert_array_equal(ids, plain)
+    np.testing.assert_array_equal(q_state, q)
 
 
 def test_stateful_decoder_requires_its_state_to_sample():
@@ -235,15 +239,21 @@ def test_xtc_coin_comes_from_the_rows_key():
     fired_ref = [ref.xtc_keep(logits[b], 0.05, 1.0, 0, 0.0) for b in range(B)]
     can_fire = np.array([len(k) < V for k in fired_ref])
     assert can_fire.all()
-    keys = jax.random.split(jax.random.key(11), 200)
-    probs = jax.jit(jax.vmap(lambda k: dec.probs(jnp.asarray(logits), key=k)))(keys)
-    fired = np.asarray(jnp.sum(probs > 0, axis=-1) < V)  # (200, B)
+    keys = jax.random.split(jax.random.key(11), 150)
+    position = len(dec.objective.transforms)  # the first support rule
+
+    @jax.jit
+    def draws(dec, keys):
+        probs = jax.vmap(lambda k: dec.probs(jnp.asarray(logits), key=k))(keys)
+        # the row's own uniform, from fold_in(row key, 1 + position)
+        u = jax.vmap(lambda kk: row_uniform(component_keys(kk, (B,), 1 + position), (B,)))(keys)
+        return jnp.sum(probs > 0, axis=-1) < V, u
+
+    fired, u = (np.asarray(x) for x in draws(dec, keys))  # (150, B)
     n, k = fired.size, int(fired.sum())
     lo, hi = n * 0.3 - 4 * math.sqrt(n * 0.3 * 0.7), n * 0.3 + 4 * math.sqrt(n * 0.3 * 0.7)
     assert lo < k < hi, (k, n)
-    # the decision is the row's own uniform: u ≤ probability, u from fold_in(row key, 1 + position)
-    position = len(dec.objective.transforms)  # the first support rule
-    u = np.asarray(jax.vmap(lambda kk: row_uniform(component_keys(kk, (B,), 1 + position), (B,)))(keys))
+    # the decision is that uniform: fired iff u ≤ probability
     np.testing.assert_array_equal(fired, u <= 0.3)
     # a row keeps its coin in another batch slot when it brings its own key
     row_keys = jax.random.split(jax.random.key(2), B)
