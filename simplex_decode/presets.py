@@ -349,6 +349,13 @@ def contrastive(alpha=0.1, beta=1.0, temperature=1.0, *, amateur_temperature=1.0
     amateur_temperature)`` (the amateur). ``temperature = 0`` is the paper's greedy search
     (the argmax of the contrast over the plausible head ``V_α``); ``t > 0`` samples from
     ``softmax`` of the contrast on ``V_α``. Solved by the closed form like any softmax.
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> expert = jnp.log(jnp.array([0.5, 0.3, 0.15, 0.05]))
+      >>> amateur = jnp.log(jnp.array([0.7, 0.1, 0.1, 0.1]))   # p_e ≥ 0.2·0.5 keeps tokens 0–2
+      >>> [round(float(v), 4) for v in sd.contrastive(alpha=0.2).probs(expert, second_logits=amateur)]
+      [0.137, 0.5753, 0.2877, 0.0]
     """
     transforms = (AmateurContrast(beta, amateur_temperature), *_tempered(temperature))
     return Decoder(Objective(terms=Entropy(), support=MinP(alpha, from_model=True), transforms=transforms))
@@ -363,7 +370,18 @@ def dola(alpha=0.1, repetition_penalty=1.2, temperature=1.0) -> Decoder:
     logits ``batch + (J, V)`` — with the bundled Llama, a step from
     ``make_step(config, early_exit_layers=dola_layers(config, "high"))``; each row contrasts
     the candidate of largest Jensen–Shannon divergence (:class:`~simplex_decode.contrast.DoLa`).
-    ``temperature = 0`` is transformers' default greedy DoLa."""
+    ``temperature = 0`` is transformers' default greedy DoLa.
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> final = jnp.log(jnp.array([0.5, 0.3, 0.15, 0.05]))
+      >>> early = jnp.log(jnp.array([[0.45, 0.3, 0.15, 0.1], [0.1, 0.6, 0.2, 0.1]]))  # J = 2 layers
+      >>> int(sd.DoLa().premature(final, early))        # the layer farther from the final one
+      1
+      >>> q = sd.dola(alpha=0.2, repetition_penalty=1.0).probs(final, second_logits=early)
+      >>> [round(float(v), 4) for v in q]               # ∝ p_final / p_layer1 on p_final ≥ 0.1
+      [0.8, 0.08, 0.12, 0.0]
+    """
     penalty = () if is_concrete(repetition_penalty) and float(repetition_penalty) == 1.0 else (
         RepetitionPenalty(repetition_penalty),)
     transforms = (DoLa(), *penalty, *_tempered(temperature))

@@ -367,7 +367,7 @@ def test_smollm2_cfg_negative_prompt_dola_and_truncated_amateur(smollm):
     cfg_out = sd.generate(step, params, prompts, decoder=sd.cfg(jnp.array([1.5, 3.0]), temperature=0.7), key=key,
                           max_new_tokens=T, cache=cache, second=sd.SecondStream(prompt_tokens=negative))
     am_cfg, am_params = truncate(config, params, 6)
-    cd_out = sd.generate(step, params, prompts, decoder=sd.contrastive(0.1, temperature=0.0), key=key,
+    cd_out = sd.generate(step, params, prompts, decoder=sd.contrastive(jnp.array([0.1, 0.2]), temperature=0.0), key=key,
                          max_new_tokens=T, cache=cache,
                          second=sd.SecondStream(step=make_step(am_cfg), params=am_params,
                                                 cache=functools.partial(init_cache, am_cfg)))
@@ -384,4 +384,4 @@ def test_smollm2_cfg_negative_prompt_dola_and_truncated_amateur(smollm):
     s, _ = ref.dola_scores(final, early)
     assert int(dola_out.tokens[1, 0]) == int(np.argmax(ref.repetition_penalty(s, ids, 1.2)))
     (a,) = last_logits(am_cfg, am_params, ids)
-    assert int(cd_out.tokens[1, 0]) == int(np.argmax(ref.contrastive_scores(final, a, 0.1)))
+    assert int(cd_out.tokens[1, 0]) == int(np.argmax(ref.contrastive_scores(final, a, 0.2)))
