@@ -14,11 +14,15 @@ from .llama import (
     LlamaConfig,
     Params,
     StepFn,
+    decoder_layers,
+    embed,
     forward,
+    forward_sequence,
     init_cache,
     init_random_params,
     make_step,
     positions_from_mask,
+    unembed,
 )
 from .tokenizer import CHATML_TEMPLATE, GGUFTokenizer
 
@@ -29,12 +33,16 @@ __all__ = [
     "LlamaConfig",
     "Params",
     "StepFn",
+    "decoder_layers",
     "default_model_path",
+    "embed",
     "forward",
+    "forward_sequence",
     "init_cache",
     "init_random_params",
     "load_gguf",
     "load_gguf_config",
     "make_step",
     "positions_from_mask",
+    "unembed",
 ]
