@@ -82,7 +82,7 @@ def decoders(tau):
     out = [("temperature", "temperature", sd.temperature(tau)), ("top-k 50", "top-k 50", sd.top_k(50, temperature=tau))]
     for beta, lam in PAPER:
         tag = f"(β={beta}, λ={lam})"
-        bok = lambda b, solver: sd.best_of_k(k=COVER_K, lam=lam, beta=b, top_m=TOP_M, temperature=tau,  # noqa: E731
+        bok = lambda b, solver, lam=lam: sd.best_of_k(k=COVER_K, lam=lam, beta=b, top_m=TOP_M, temperature=tau,  # noqa: E731
                                             solver=solver, steps=J, step_size=ETA)
         out += [
             (f"BoK mirror {tag}", "BoK mirror", bok(beta, "mirror")),
@@ -108,7 +108,7 @@ def small_model(prof, seed):
     task = lab.Addition(digits=3, reverse=False)
     test = task.test_set(prof["n_test"], seed=seed)
     val = task.test_set(prof["n_test"] + prof["n_val"], seed=seed + 1000)
-    val = val.take(~np.isin(val.keys, test.keys))[: prof["n_val"]]
+    val = val.take(~np.isin(val.keys, test.keys)).first(prof["n_val"])
     held = lab.Examples(*(np.concatenate([a, b]) for a, b in zip(test, val, strict=True)))
     data = task.train_set(200_000, seed=seed, exclude=held)
     cfg = lab.LabConfig(vocab_size=task.vocab_size, d_model=prof["d_model"], num_layers=prof["layers"], num_heads=4,
@@ -150,7 +150,13 @@ def eval_small(task, test, model, taus, seed):
 
 
 def smol_model(kind):
-    from simplex_decode.models import GGUFTokenizer, LlamaConfig, default_model_path, init_random_params, load_gguf
+    from simplex_decode.models import (
+        GGUFTokenizer,
+        LlamaConfig,
+        default_model_path,
+        init_random_params,
+        load_gguf,
+    )
 
     if kind == "smollm2":
         config, params, tok = load_gguf()
@@ -167,7 +173,7 @@ def answer_logits(config, params, prompts, batch=16):
 
     fwd = jax.jit(lambda p, t, pos: forward_sequence(config, p, t, pos))
     out = []
-    P = max(len(p) for p in prompts)
+    P = -(-max(len(p) for p in prompts) // 32) * 32  # one padded length per 32: few compilations
     for s in range(0, len(prompts), batch):
         chunk = prompts[s:s + batch]
         toks = np.zeros((batch, P), np.int32)
@@ -179,6 +185,14 @@ def answer_logits(config, params, prompts, batch=16):
         last = np.array([len(p) - 1 for p in chunk])
         out.append(np.asarray(lg[np.arange(len(chunk)), last]))
     return np.concatenate(out)
+
+
+@jax.jit
+def _step_stats(decoder, logits):
+    """q, KL(q ‖ p) and P(the model's top-4 tokens all appear in K draws from q): one
+    compilation per decoder structure (its parameters are traced)."""
+    q = decoder.probs(logits)
+    return q, kl_to_model(q, logits), coverage_probability(q, logits, m=4, k=K)
 
 
 def eval_smol(prof, taus, seed):
@@ -195,10 +209,8 @@ def eval_smol(prof, taus, seed):
         lj = jnp.asarray(logits)
         for tau in taus:
             for name, family, dec in decoders(tau):
-                q = dec.probs(lj)
-                m = lab.first_token_metrics(np.asarray(q), answers, k=K, replicates=prof["replicates"], seed=seed)
-                kl = np.asarray(kl_to_model(q, lj))
-                cov = np.asarray(coverage_probability(q, lj, m=4, k=K))
+                q, kl, cov = (np.asarray(x) for x in _step_stats(dec, lj))
+                m = lab.first_token_metrics(q, answers, k=K, replicates=prof["replicates"], seed=seed)
                 row = dict(model=f"smol:{set_name}", tau=tau, name=name, family=family,
                            single=lab.bootstrap_ci(m.single, seed=seed), majority=lab.bootstrap_ci(m.majority, seed=seed),
                            pass8=lab.bootstrap_ci(m.pass_k, seed=seed), kl=float(kl.mean()),
@@ -207,7 +219,7 @@ def eval_smol(prof, taus, seed):
                 if family == "BoK mirror β=0":
                     # the c_J identity, measured: the effective temperature of q against the logits
                     lam = float(name.split("λ=")[1].rstrip(")"))
-                    te = np.asarray(effective_temperature(q, lj))
+                    te = np.asarray(effective_temperature(jnp.asarray(q), lj))
                     row["tau_eff_measured"] = float(np.median(te))
                     row["tau_eff_predicted"] = tau_eff_mirror(tau, lam)
                 rows.append(row)
@@ -260,10 +272,10 @@ def plots(rows, taus, out):
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(r["model"] for r in rows))
-    show = ["temperature", "top-k 50"] + [f"BoK mirror (β={b}, λ={l})" for b, l in PAPER] + \
-        [f"BoK exact (β={b}, λ={l})" for b, l in PAPER] + [f"BoK mirror β=0 (λ={l})" for _, l in PAPER]
-    styles = {f"BoK mirror β=0 (λ={l})": {"linestyle": ":"} for _, l in PAPER}
-    styles.update({f"BoK exact (β={b}, λ={l})": {"linestyle": "--"} for b, l in PAPER})
+    show = ["temperature", "top-k 50"] + [f"BoK mirror (β={b}, λ={lam})" for b, lam in PAPER] + \
+        [f"BoK exact (β={b}, λ={lam})" for b, lam in PAPER] + [f"BoK mirror β=0 (λ={lam})" for _, lam in PAPER]
+    styles = {f"BoK mirror β=0 (λ={lam})": {"linestyle": ":"} for _, lam in PAPER}
+    styles.update({f"BoK exact (β={b}, λ={lam})": {"linestyle": "--"} for b, lam in PAPER})
     fig, axes = plt.subplots(len(models), 3, figsize=(15, 3.6 * len(models)), squeeze=False)
     for i, model in enumerate(models):
         for j, (key, label) in enumerate(METRICS):
@@ -283,8 +295,8 @@ def plots(rows, taus, out):
     for i, model in enumerate(models):
         ax = axes[0, i]
         for fam in fams:
-            pts = sorted(((r["kl"], r["pass8"]["mean"] if isinstance(r["pass8"], dict) else r["pass8"].mean)
-                          for r in rows if r["model"] == model and r["family"] == fam))
+            pts = sorted((r["kl"], r["pass8"]["mean"] if isinstance(r["pass8"], dict) else r["pass8"].mean)
+                          for r in rows if r["model"] == model and r["family"] == fam)
             if pts:
                 x, y = zip(*pts, strict=True)
                 ax.plot(x, 100 * np.array(y), marker="o", ms=3, linestyle="none" if fam.startswith("BoK") else "-",

@@ -93,12 +93,7 @@ def first_decision_index(task):
 def evaluate(name, task, model, test, seed):
     rows = {}
     key = jax.random.key(seed + 5)
-    greedy_tokens = []
-    for sl in range(0, len(test), 512):
-        out = sd.generate(model.step, model.params, test.prompts[sl:sl + 512], decoder=sd.greedy(), key=key,
-                          max_new_tokens=task.answer_len, eos_id=task.eos_id, cache=model.cache, pad_id=task.pad_id)
-        greedy_tokens.append(np.asarray(out.tokens))
-    gt = np.concatenate(greedy_tokens)
+    gt = lab.generate_tokens(model, task, test)
     right = task.answer_codes(gt) == test.codes
     rows["greedy"] = {"single": lab.bootstrap_ci(right, seed=seed)}
     for label, kw in (("beam 4", dict(method="beam", beam_width=4)),

@@ -16,8 +16,27 @@ every decoder and strategy of :mod:`simplex_decode` on them.
 * :mod:`~simplex_decode.lab.questions` — the SmolLM2-135M-Instruct question sets.
 """
 
-from .evaluate import Estimate, SampleMetrics, bootstrap_ci, generate_codes, paired_difference, sample_metrics, search_codes
-from .model import LabConfig, check_params, head_logits, init_params, make_cache, make_step, num_params, step_params
+from .evaluate import (
+    Estimate,
+    SampleMetrics,
+    bootstrap_ci,
+    first_token_metrics,
+    generate_codes,
+    generate_tokens,
+    paired_difference,
+    sample_metrics,
+    search_codes,
+)
+from .model import (
+    LabConfig,
+    check_params,
+    head_logits,
+    init_params,
+    make_cache,
+    make_step,
+    num_params,
+    step_params,
+)
 from .tasks import Addition, Examples, PathStar
 from .train import Trained, TrainResult, load_checkpoint, save_checkpoint, sequence_loss, train
 
@@ -32,7 +51,9 @@ __all__ = [
     "Trained",
     "bootstrap_ci",
     "check_params",
+    "first_token_metrics",
     "generate_codes",
+    "generate_tokens",
     "head_logits",
     "init_params",
     "load_checkpoint",

@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .. import presets
 from ..generation import beam_search, generate, lookahead, majority_vote, pass_at_k
 
-__all__ = ["Estimate", "SampleMetrics", "bootstrap_ci", "first_token_metrics", "generate_codes", "paired_difference",
+__all__ = ["Estimate", "SampleMetrics", "bootstrap_ci", "first_token_metrics", "generate_codes", "generate_tokens", "paired_difference",
            "sample_metrics", "search_codes"]
 
 
@@ -61,57 +62,72 @@ def paired_difference(a, b, **kw) -> Estimate:
     return bootstrap_ci(np.asarray(a, np.float64) - np.asarray(b, np.float64), **kw)
 
 
-def _rows(examples, batch):
-    n = len(examples)
-    for s in range(0, n, batch):
-        yield slice(s, min(n, s + batch))
+def _chunks(prompts, batch):
+    """(start, count, prompts) in chunks of one shape (the last padded by repeating rows),
+    so a long evaluation compiles once."""
+    n = len(prompts)
+    size = min(batch, n)
+    for s in range(0, n, size):
+        chunk = prompts[s:s + size]
+        count = len(chunk)
+        if count < size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - count, axis=0)])
+        yield s, count, chunk
 
 
-def generate_codes(model, task, examples, *, decoder=None, key=None, num_samples: int | None = None,
-                   batch: int = 1024, diagnostics: bool = False):
-    """Answer codes of ``decoder`` (default greedy) on ``examples``: ``(n,)`` or ``(n, K)``.
+def generate_tokens(model, task, examples, *, decoder=None, key=None, num_samples: int | None = None,
+                    batch: int = 1024, diagnostics: bool = False):
+    """Generated ids of ``decoder`` (default greedy) on ``examples``: ``(n, T)`` or ``(n, K, T)``.
 
     Runs :func:`simplex_decode.generate` on the prompts in batches of ``batch`` rows
-    (prompts × samples), ``max_new_tokens = task.answer_len``. With ``diagnostics=True``
-    also returns the mean per-token KL(q ‖ p) of each sample along its answer, same shape.
+    (prompts × samples; one compiled shape), ``max_new_tokens = task.answer_len``, one key
+    per prompt (``fold_in(key, i)`` for problem ``i``). With ``diagnostics=True`` also
+    returns the mean per-token KL(q ‖ p) of each sample along its answer (shape ``(n,)`` /
+    ``(n, K)``).
     """
     decoder = presets.greedy() if decoder is None else decoder
     key = jax.random.key(0) if key is None else key
     K = 1 if num_samples is None else int(num_samples)
     per = max(1, batch // K)
-    codes, kls = [], []
-    for sl in _rows(examples, per):
+    toks, kls = [], []
+    for start, count, prompts in _chunks(examples.prompts, per):
         out = generate(
-            model.step, model.params, examples.prompts[sl], decoder=decoder,
-            key=jax.random.split(jax.random.fold_in(key, sl.start), sl.stop - sl.start),
+            model.step, model.params, prompts, decoder=decoder,
+            key=jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(len(prompts))),
             max_new_tokens=task.answer_len, eos_id=task.eos_id, cache=model.cache, num_samples=num_samples,
             pad_id=task.pad_id, return_diagnostics=diagnostics,
         )
-        tokens = np.asarray(out.tokens)
-        codes.append(task.answer_codes(tokens))
+        toks.append(np.asarray(out.tokens)[:count])
         if diagnostics:
-            kl = np.asarray(out.diagnostics["kl_to_model"])
-            n_gen = np.maximum(np.asarray(out.lengths), 1)
+            kl = np.asarray(out.diagnostics["kl_to_model"])[:count]
+            n_gen = np.maximum(np.asarray(out.lengths)[:count], 1)
             kls.append(kl.sum(-1) / n_gen)
-    codes = np.concatenate(codes)
-    return (codes, np.concatenate(kls)) if diagnostics else codes
+    toks = np.concatenate(toks)
+    return (toks, np.concatenate(kls)) if diagnostics else toks
+
+
+def generate_codes(model, task, examples, *, diagnostics: bool = False, **kwargs):
+    """Answer codes (``task.answer_codes``) of :func:`generate_tokens`: ``(n,)`` or ``(n, K)``
+    (and the per-sample KL with ``diagnostics=True``)."""
+    out = generate_tokens(model, task, examples, diagnostics=diagnostics, **kwargs)
+    if diagnostics:
+        return task.answer_codes(out[0]), out[1]
+    return task.answer_codes(out)
 
 
 def search_codes(model, task, examples, *, method: str, batch: int = 512, **kwargs):
     """Answer codes of a sequence search: ``method="beam"`` (``beam_width``, best beam) or
     ``"lookahead"`` (``depth``, ``num_candidates``), ``(n,)``."""
+    if method not in ("beam", "lookahead"):
+        raise ValueError(f"search_codes: `method` must be 'beam' or 'lookahead', got {method!r}")
     codes = []
-    for sl in _rows(examples, batch):
-        common = dict(max_new_tokens=task.answer_len, eos_id=task.eos_id, cache=model.cache, pad_id=task.pad_id)
+    common = dict(max_new_tokens=task.answer_len, eos_id=task.eos_id, cache=model.cache, pad_id=task.pad_id)
+    for _, count, prompts in _chunks(examples.prompts, batch):
         if method == "beam":
-            out = beam_search(model.step, model.params, examples.prompts[sl], **common, **kwargs)
-            tokens = np.asarray(out.tokens)[:, 0]
-        elif method == "lookahead":
-            out = lookahead(model.step, model.params, examples.prompts[sl], **common, **kwargs)
-            tokens = np.asarray(out.tokens)
+            tokens = np.asarray(beam_search(model.step, model.params, prompts, **common, **kwargs).tokens)[:, 0]
         else:
-            raise ValueError(f"search_codes: `method` must be 'beam' or 'lookahead', got {method!r}")
-        codes.append(task.answer_codes(tokens))
+            tokens = np.asarray(lookahead(model.step, model.params, prompts, **common, **kwargs).tokens)
+        codes.append(task.answer_codes(tokens[:count]))
     return np.concatenate(codes)
 
 

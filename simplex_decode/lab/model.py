@@ -172,6 +172,12 @@ def make_step(config: LabConfig, *, dummy_from: int | None = None, dummy_id: int
     """
     if not isinstance(config, LabConfig):
         raise ValueError(f"config: must be a LabConfig, got {type(config).__name__}")
+    return _make_step(config, dummy_from, dummy_id)
+
+
+@functools.lru_cache(maxsize=64)
+def _make_step(config, dummy_from, dummy_id):
+    # one step function per (config, dummy): generate() compiles once per step identity
     if (dummy_from is None) != (dummy_id is None):
         raise ValueError("make_step: give both `dummy_from` and `dummy_id` (teacherless) or neither")
     if dummy_from is not None:

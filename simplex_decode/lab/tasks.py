@@ -41,6 +41,10 @@ class Examples(NamedTuple):
     def take(self, idx) -> Examples:
         return Examples(*(x[idx] for x in self))
 
+    def first(self, n: int) -> Examples:
+        """The first ``n`` problems."""
+        return self.take(np.arange(min(int(n), len(self))))
+
     @property
     def sequences(self) -> np.ndarray:
         """Prompt followed by answer: int32 ``(n, P + A)``."""
@@ -277,10 +281,10 @@ class PathStar(_Task):
         return self.path_len + 1
 
     def _sample(self, rng, n):
-        d, l, N, E = self.degree, self.path_len, self.num_nodes, self.num_edges
-        nodes = rng.permuted(np.broadcast_to(np.arange(N, dtype=np.int32), (n, N)), axis=1)[:, : 1 + d * (l - 1)]
+        d, ln, N, E = self.degree, self.path_len, self.num_nodes, self.num_edges
+        nodes = rng.permuted(np.broadcast_to(np.arange(N, dtype=np.int32), (n, N)), axis=1)[:, : 1 + d * (ln - 1)]
         source = nodes[:, 0]
-        arms = nodes[:, 1:].reshape(n, d, l - 1)  # arm 0 leads to the goal
+        arms = nodes[:, 1:].reshape(n, d, ln - 1)  # arm 0 leads to the goal
         heads = np.concatenate([np.broadcast_to(source[:, None, None], (n, d, 1)), arms[:, :, :-1]], axis=2)
         edges = np.stack([heads, arms], axis=-1).reshape(n, E, 2)
         order = np.argsort(rng.random((n, E)), axis=1)
@@ -316,11 +320,11 @@ class PathStar(_Task):
         """The forward path the generated ids spell (int64 code, ``-1`` if not ``path_len``
         nodes then EOS)."""
         t = np.asarray(tokens)
-        l = self.path_len
-        if t.shape[-1] < l + 1:
-            raise ValueError(f"answer_codes: need at least {l + 1} generated tokens, got {t.shape[-1]}")
-        body = t[..., :l]
-        ok = np.all((body >= 0) & (body < self.num_nodes), axis=-1) & (t[..., l] == self.eos_id)
+        ln = self.path_len
+        if t.shape[-1] < ln + 1:
+            raise ValueError(f"answer_codes: need at least {ln + 1} generated tokens, got {t.shape[-1]}")
+        body = t[..., :ln]
+        ok = np.all((body >= 0) & (body < self.num_nodes), axis=-1) & (t[..., ln] == self.eos_id)
         if self.reverse:
             body = body[..., ::-1]
         return np.where(ok, self._code(np.clip(body, 0, self.num_nodes - 1)), -1)
@@ -340,15 +344,15 @@ class PathStar(_Task):
         """Whether generated ids form a path of the graph from its source to a leaf (any arm),
         read in the task's direction: the "valid but maybe wrong arm" diagnostic."""
         p, t = np.asarray(prompts), np.asarray(tokens)
-        E, l, N = self.num_edges, self.path_len, self.num_nodes
+        E, ln, N = self.num_edges, self.path_len, self.num_nodes
         edges = np.concatenate([p[:, : 3 * E - 1], np.full((len(p), 1), self.bar_id)], axis=1)
         edges = edges.reshape(len(p), E, 3)[:, :, :2].astype(np.int64)
-        body = t[:, :l].astype(np.int64)
-        ok = np.all((body >= 0) & (body < N), axis=1) & (t[:, l] == self.eos_id)
+        body = t[:, :ln].astype(np.int64)
+        ok = np.all((body >= 0) & (body < N), axis=1) & (t[:, ln] == self.eos_id)
         if self.reverse:
             body = body[:, ::-1]
         ok &= body[:, 0] == p[:, 3 * E]
-        pairs = body[:, :-1] * N + body[:, 1:]  # (n, l-1)
+        pairs = body[:, :-1] * N + body[:, 1:]  # (n, path_len-1)
         have = edges[:, :, 0] * N + edges[:, :, 1]  # (n, E)
         ok &= np.all(np.any(pairs[:, :, None] == have[:, None, :], axis=2), axis=1)
         return ok
