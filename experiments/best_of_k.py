@@ -56,10 +56,10 @@ PAPER = ((0.01, 0.1), (0.02, 0.2), (0.05, 0.5))  # (β, λ)
 J, ETA, COVER_K, TOP_M, K = 5, 1.0, 8, 8, 8
 
 PROFILES = {
-    "fast": dict(taus=(0.5, 0.9), train_steps=100, mid_target=0.5, n_test=24, n_val=64, d_model=48, layers=1,
-                 smol="random", smol_sets=("add",), smol_max=12, replicates=200, log_every=50),
-    "full": dict(taus=TAUS, train_steps=6000, mid_target=0.5, n_test=400, n_val=400, d_model=96, layers=2,
-                 smol="smollm2", smol_sets=("add", "sub", "capital", "opposite"), smol_max=None, replicates=2000,
+    "fast": dict(taus=(0.9,), train_steps=50, mid_target=0.5, n_test=16, n_val=32, d_model=32, layers=1,
+                 smol="random", smol_sets=("add",), smol_max=8, replicates=100, log_every=50),
+    "full": dict(taus=TAUS, train_steps=3000, mid_target=0.5, n_test=400, n_val=400, d_model=96, layers=2,
+                 smol="smollm2", smol_sets=("add", "sub", "mul", "capital", "opposite"), smol_max=None, replicates=2000,
                  log_every=100),
 }
 
@@ -318,10 +318,17 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--skip-smollm", action="store_true", help="only the small model")
+    ap.add_argument("--from-results", action="store_true", help="only rebuild tables and plots from results.json")
     args = ap.parse_args(argv)
     prof = PROFILES[args.profile]
     out = args.out or Path(__file__).parent / "results" / "best_of_k" / f"seed{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_results:
+        results = report.load_json(out / "results.json")
+        (out / "tables.md").write_text(f"# Best-of-K, profile {results['profile']}, seed {results['seed']}\n\n"
+                                       + tables(results["rows"], results["taus"]))
+        plots(results["rows"], results["taus"], out)
+        return results
     clock = report.RunClock()
     taus = prof["taus"]
     task, test, model, small_info = small_model(prof, args.seed)

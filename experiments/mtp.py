@@ -41,8 +41,8 @@ from simplex_decode.lab import report
 from simplex_decode.lab.speculative import speculative_generate
 
 PROFILES = {
-    "fast": dict(steps=60, n_test=32, d_model=32, heads=(1, 2), path=dict(degree=2, path_len=4, num_nodes=20),
-                 n_train=20_000, timing_batches=(1, 8), repeats=1, log_every=30),
+    "fast": dict(steps=50, n_test=16, d_model=32, heads=(1, 2), path=dict(degree=2, path_len=4, num_nodes=20),
+                 n_train=5_000, timing_batches=(1,), repeats=1, log_every=50, spec_decoders=("temperature 1.0",)),
     "full": dict(steps=3000, n_test=500, d_model=96, heads=(1, 2, 4), path=dict(degree=2, path_len=5, num_nodes=50),
                  n_train=200_000, timing_batches=(1, 256), repeats=5, log_every=500),
 }
@@ -71,6 +71,8 @@ def speculation(cfg, params, task, test, prof, seed):
     model = lab.Trained.for_task(cfg, params, task)
     out = {}
     for dec_name, dec in (("greedy", sd.greedy()), ("temperature 1.0", sd.temperature(1.0))):
+        if dec_name not in prof.get("spec_decoders", (dec_name,)):
+            continue
         key = jax.random.key(seed + 3)
         res = speculative_generate(cfg, params, test.prompts, decoder=dec, key=key, max_new_tokens=task.answer_len,
                                    eos_id=task.eos_id, pad_id=task.pad_id)
@@ -108,10 +110,16 @@ def main(argv=None):
     ap.add_argument("--profile", choices=sorted(PROFILES), default="fast")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--from-results", action="store_true", help="only rebuild tables and plots from results.json")
     args = ap.parse_args(argv)
     prof = PROFILES[args.profile]
     out = args.out or Path(__file__).parent / "results" / "mtp" / f"seed{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_results:
+        results = report.load_json(out / "results.json")
+        (out / "tables.md").write_text(tables(results))
+        plot(results, out)
+        return results
     clock = report.RunClock()
     results = {"experiment": "mtp", "profile": args.profile, "seed": args.seed, "trunk_blocks": TRUNK,
                "settings": prof, "tasks": {}}
@@ -160,11 +168,9 @@ def tables(results):
     for v in results["tasks"].values():
         for n, m in v["models"].items():
             for dec, e in m.get("speculative", {}).items():
+                tpf = report.as_estimate(e["tokens_per_forward"])
                 row = {"task": v["task"], "heads n": n, "decoder": dec,
-                       "tokens / forward": f"{e['tokens_per_forward']['mean']:.2f} [{e['tokens_per_forward']['lo']:.2f}, "
-                                           f"{e['tokens_per_forward']['hi']:.2f}]"
-                       if isinstance(e["tokens_per_forward"], dict) else
-                       f"{e['tokens_per_forward'].mean:.2f} [{e['tokens_per_forward'].lo:.2f}, {e['tokens_per_forward'].hi:.2f}]",
+                       "tokens / forward": f"{tpf.mean:.2f} [{tpf.lo:.2f}, {tpf.hi:.2f}]",
                        "draft acceptance": f"{100 * e['acceptance_rate']:.1f} %"}
                 for b, tm in e["timing"].items():
                     row[f"speed-up, batch {b}"] = f"{tm['speedup']:.2f}x"
@@ -188,7 +194,7 @@ def plot(results, out):
     width = 0.8 / len(heads)
     for j, n in enumerate(heads):
         e = [results["tasks"][t]["models"][n]["greedy"] for t in tnames]
-        e = [lab.Estimate(**x) if isinstance(x, dict) else x for x in e]
+        e = [report.as_estimate(x) for x in e]
         mean = np.array([x.mean for x in e]) * 100
         err = np.array([[x.mean - x.lo, x.hi - x.mean] for x in e]).T * 100
         ax.bar(np.arange(len(tnames)) + j * width, mean, width, yerr=err, capsize=3, label=f"n = {n}")

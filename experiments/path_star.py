@@ -40,8 +40,8 @@ from simplex_decode import lab
 from simplex_decode.lab import report
 
 PROFILES = {
-    "fast": dict(degree=2, path_len=4, num_nodes=20, steps=60, n_train=20_000, n_test=32, d_model=32, layers=1,
-                 mtp_heads=2, log_every=30),
+    "fast": dict(degree=2, path_len=4, num_nodes=20, steps=50, n_train=5_000, n_test=16, d_model=32, layers=1,
+                 mtp_heads=2, log_every=50, samplers=("BoK mirror (β=0.02, λ=0.2), τ=0.9",)),
     "full": dict(degree=2, path_len=5, num_nodes=50, steps=3000, n_train=200_000, n_test=500, d_model=96, layers=2,
                  mtp_heads=4, log_every=500),
 }
@@ -90,7 +90,7 @@ def first_decision_index(task):
     return task.path_len - 2 if task.reverse else 1
 
 
-def evaluate(name, task, model, test, seed):
+def evaluate(name, task, model, test, seed, samplers=None):
     rows = {}
     key = jax.random.key(seed + 5)
     gt = lab.generate_tokens(model, task, test)
@@ -101,6 +101,8 @@ def evaluate(name, task, model, test, seed):
         codes = lab.search_codes(model, task, test, **kw)
         rows[label] = {"single": lab.bootstrap_ci(codes == test.codes, seed=seed)}
     for label, dec in sampling_decoders().items():
+        if samplers is not None and label not in samplers:
+            continue
         codes = lab.generate_codes(model, task, test, decoder=dec, key=key, num_samples=K)
         m = lab.sample_metrics(codes, test.codes)
         rows[label] = {"single": lab.bootstrap_ci(m.single, seed=seed), "pass8": lab.bootstrap_ci(m.pass_k, seed=seed),
@@ -126,10 +128,16 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--only", nargs="*", default=None, help="train only these variants")
+    ap.add_argument("--from-results", action="store_true", help="only rebuild tables and plots from results.json")
     args = ap.parse_args(argv)
     prof = PROFILES[args.profile]
     out = args.out or Path(__file__).parent / "results" / "path_star" / f"seed{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_results:
+        results = report.load_json(out / "results.json")
+        (out / "tables.md").write_text(tables(results))
+        plot(results, out)
+        return results
     clock = report.RunClock()
     results = {"experiment": "path_star", "profile": args.profile, "seed": args.seed, "settings": prof, "models": {}}
     for name, (task, arch, teacherless) in variants(prof).items():
@@ -144,7 +152,7 @@ def main(argv=None):
                         teacherless=teacherless, dummy_id=task.dummy_id, log_every=prof["log_every"], desc=name)
         train_s = time.perf_counter() - t0
         model = lab.Trained.for_task(cfg, res.params, task, teacherless=teacherless)
-        rows, diag = evaluate(name, task, model, test, args.seed)
+        rows, diag = evaluate(name, task, model, test, args.seed, prof.get("samplers"))
         results["models"][name] = {"task": task.name, "config": cfg.to_dict(), "params": lab.num_params(res.params),
                                    "steps": res.steps, "train_seconds": round(train_s, 1),
                                    "final_loss": res.log[-1]["loss"], "train_log": res.log, "decoders": rows,
@@ -200,7 +208,7 @@ def plot(results, out):
     ax = axes[0]
     width = 0.8 / len(models)
     for j, m in enumerate(models):
-        e = [models[m]["decoders"][d]["single"] for d in decs]
+        e = [report.as_estimate(models[m]["decoders"][d]["single"]) for d in decs]
         mean = np.array([x.mean for x in e]) * 100
         err = np.array([[x.mean - x.lo, x.hi - x.mean] for x in e]).T * 100
         ax.bar(np.arange(len(decs)) + j * width, mean, width, yerr=err, capsize=2, label=m)

@@ -5,11 +5,13 @@ sequences under the target decoder is computed exactly (enumerating every sequen
 product of the decoder's q along it); 20 000 speculative draws are compared with it by a
 chi-square goodness-of-fit test at significance 1e-3 (fixed seeds, so the verdict is
 deterministic). The same test rejects the law of a nearby decoder (power check), and
-accepts plain ``sd.generate`` draws (a check of the exact computation).
+accepts plain ``sd.generate`` draws (a check of the exact computation). The top-k case is
+marked slow (``python -m pytest -m slow tests/test_lab_speculative.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -27,12 +29,17 @@ M = 20_000
 PROMPT = np.array([1, 3], np.int32)
 
 
-@pytest.fixture(scope="module")
-def model():
+@functools.lru_cache(maxsize=None)
+def _model():
     cfg = lab.LabConfig(vocab_size=5, d_model=16, num_layers=1, num_heads=2, mtp_heads=3)
     params = lab.init_params(cfg, jax.random.key(7))
     params["embed"] = params["embed"] * 3.0  # sharper, unequal distributions
     return cfg, params
+
+
+@pytest.fixture
+def model():
+    return _model()
 
 
 def exact_law(cfg, params, decoder, T, eos=None, pad=0):
@@ -74,45 +81,48 @@ def chi2_pvalue(tokens, law):
 
 DECODERS = {
     "temperature": sd.temperature(0.8),
-    "top_k": sd.top_k(3, temperature=1.2),
-    "bok_mirror": sd.best_of_k(k=4, lam=0.5, beta=0.5, top_m=2, solver="mirror", steps=5),
     "repetition": sd.chain(sd.RepetitionPenalty(1.8), sd.Temperature(0.9)),
+    "bok_mirror": sd.best_of_k(k=4, lam=0.5, beta=0.5, top_m=2, solver="mirror", steps=5),
+    "top_k": sd.top_k(3, temperature=1.2),
 }
+EOS, T = 0, 4  # rows end at token 0 or after 4 tokens
 
 
-@pytest.mark.parametrize("name", sorted(DECODERS))
-def test_speculative_law_equals_decoder_law(model, name):
-    cfg, params = model
-    dec = DECODERS[name]
-    eos = 0 if name in ("temperature", "repetition") else None
-    T = 4 if eos is not None else 3
-    out = speculative_generate(cfg, params, PROMPT[None], decoder=dec, key=jax.random.key(11),
-                               max_new_tokens=T, eos_id=eos, num_samples=M, pad_id=0)
+@functools.lru_cache(maxsize=None)
+def draws(name):
+    cfg, params = _model()
+    return speculative_generate(cfg, params, PROMPT[None], decoder=DECODERS[name], key=jax.random.key(11),
+                                max_new_tokens=T, eos_id=EOS, num_samples=M, pad_id=0)
+
+
+@pytest.mark.parametrize("name", ["temperature", "repetition", "bok_mirror",
+                                  pytest.param("top_k", marks=pytest.mark.slow)])
+def test_speculative_law_equals_decoder_law(name):
+    cfg, params = _model()
+    out = draws(name)
     assert np.all(np.asarray(out.status) == 0)
-    law = exact_law(cfg, params, dec, T, eos=eos)
+    law = exact_law(cfg, params, DECODERS[name], T, eos=EOS)
     assert abs(sum(law.values()) - 1.0) < 1e-4
     p = chi2_pvalue(out.tokens, law)
     assert p > ALPHA, f"{name}: speculative draws do not follow the decoder's law (p = {p:.2e})"
-    # drafts were really used: more than one token per forward on average, some rejected
+    # the drafts were used: more than one token per forward on average, fewer than n (some rejected)
     lengths, forwards = np.asarray(out.lengths), np.asarray(out.forwards)
     tpf = (lengths - 1).sum() / forwards.sum()
     assert 1.0 < tpf < cfg.mtp_heads
 
 
-def test_chi2_detects_a_nearby_decoder(model):
-    """Power: draws from temperature 0.8 are rejected against the law of temperature 1.0."""
-    cfg, params = model
-    out = speculative_generate(cfg, params, PROMPT[None], decoder=sd.temperature(0.8), key=jax.random.key(3),
-                               max_new_tokens=3, num_samples=M)
-    assert chi2_pvalue(out.tokens, exact_law(cfg, params, sd.temperature(1.0), 3)) < ALPHA
+def test_chi2_detects_a_nearby_decoder():
+    """Power: the temperature-0.8 draws are rejected against the law of temperature 1.0."""
+    cfg, params = _model()
+    assert chi2_pvalue(draws("temperature").tokens, exact_law(cfg, params, sd.temperature(1.0), T, eos=EOS)) < ALPHA
 
 
 def test_plain_generate_passes_the_same_test(model):
     cfg, params = model
-    dec = sd.temperature(0.8)
+    dec = DECODERS["temperature"]
     out = sd.generate(lab.make_step(cfg), params, PROMPT[None], decoder=dec, key=jax.random.key(5),
-                      max_new_tokens=3, cache=lab.make_cache(cfg), num_samples=M)
-    assert chi2_pvalue(out.tokens, exact_law(cfg, params, dec, 3)) > ALPHA
+                      max_new_tokens=T, eos_id=EOS, cache=lab.make_cache(cfg), num_samples=M, pad_id=0)
+    assert chi2_pvalue(out.tokens, exact_law(cfg, params, dec, T, eos=EOS)) > ALPHA
 
 
 def test_greedy_speculative_equals_greedy_generate(model):

@@ -70,8 +70,13 @@ class LabConfig:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "num_layers" else 1):
                 lo = 0 if name == "num_layers" else 1
                 raise ValueError(f"LabConfig.{name}: must be an integer >= {lo}, got {v!r}")
+        if self.d_model % self.num_heads or (self.d_model // self.num_heads) % 2:
+            raise ValueError(f"LabConfig.d_model: must be num_heads ({self.num_heads}) times an even head width, "
+                             f"got {self.d_model}")
         if self.d_ff is None:
             object.__setattr__(self, "d_ff", 4 * self.d_model)
+        elif isinstance(self.d_ff, bool) or not isinstance(self.d_ff, (int, np.integer)) or self.d_ff < 1:
+            raise ValueError(f"LabConfig.d_ff: must be None or an integer >= 1, got {self.d_ff!r}")
         self.llama  # noqa: B018  (validates the block shapes)
 
     @property

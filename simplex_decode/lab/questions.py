@@ -1,6 +1,7 @@
 """Question sets for SmolLM2-135M-Instruct whose answer is one token.
 
-Each question is a few-shot completion prompt whose correct continuation is a single
+Each question is a few-shot completion prompt (three solved examples, which are not
+themselves asked) whose correct continuation is a single
 token of the SmolLM2 tokenizer (checked when the set is built: questions whose answer is
 not one token are dropped, and the count is reported). The answer is read from the
 *first generated token*, so a decoder's single-sample accuracy is exactly ``q(answer)``
@@ -9,9 +10,9 @@ serves every decoder.
 
 Sets (build with :func:`build`; :data:`SETS` lists them):
 
-* ``add`` — ``a + b`` for single digits with ``a + b ≤ 9`` (55 problems; answer one digit).
-* ``sub`` — ``a − b`` for single digits with ``a ≥ b`` (55 problems).
-* ``mul`` — ``a × b`` for digits ``1…9`` with ``a·b ≤ 9`` (23 problems).
+* ``add`` — ``a + b`` for single digits with ``a + b ≤ 9`` (52 problems; answer one digit).
+* ``sub`` — ``a − b`` for single digits with ``a ≥ b`` (52 problems).
+* ``mul`` — ``a × b`` for digits ``1…9`` with ``a·b ≤ 9`` (20 problems).
 * ``capital`` — "The capital of X is" for countries whose capital is one token.
 * ``opposite`` — the antonym of a common adjective (one-token antonyms).
 
@@ -88,19 +89,19 @@ def _arith(op):
     sym = {"add": "+", "sub": "-", "mul": "*"}[op]
     f = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b}[op]
     lo = 1 if op == "mul" else 0
-    probs = [(a, b) for a in range(lo, 10) for b in range(lo, 10) if 0 <= f(a, b) <= 9]
+    probs = [(a, b) for a in range(lo, 10) for b in range(lo, 10) if 0 <= f(a, b) <= 9 and (a, b) not in shots]
     head = "".join(f"{a} {sym} {b} = {f(a, b)}\n" for a, b in shots)
     return [(head + f"{a} {sym} {b} = ", str(f(a, b)), f"{a} {sym} {b}") for a, b in probs]
 
 
 def _capital():
     head = "".join(f"The capital of {c} is {k}.\n" for c, k in _CAPITAL_SHOTS)
-    return [(head + f"The capital of {c} is", " " + k, c) for c, k in _CAPITALS]
+    return [(head + f"The capital of {c} is", " " + k, c) for c, k in _CAPITALS if (c, k) not in _CAPITAL_SHOTS]
 
 
 def _opposite():
     head = "".join(f"The opposite of {a} is {b}.\n" for a, b in _OPPOSITE_SHOTS)
-    return [(head + f"The opposite of {a} is", " " + b, a) for a, b in _OPPOSITES]
+    return [(head + f"The opposite of {a} is", " " + b, a) for a, b in _OPPOSITES if (a, b) not in _OPPOSITE_SHOTS]
 
 
 SETS = {"add": lambda: _arith("add"), "sub": lambda: _arith("sub"), "mul": lambda: _arith("mul"),

@@ -18,7 +18,12 @@ import numpy as np
 
 from .evaluate import Estimate
 
-__all__ = ["RunClock", "markdown_table", "save_json", "load_json", "plot_ci_lines"]
+__all__ = ["RunClock", "as_estimate", "markdown_table", "save_json", "load_json", "plot_ci_lines"]
+
+
+def as_estimate(x) -> Estimate:
+    """An :class:`Estimate` from itself or from its JSON dict."""
+    return x if isinstance(x, Estimate) else Estimate(x["mean"], x["lo"], x["hi"], x.get("n", 0))
 
 
 def _jsonable(x):
@@ -111,13 +116,13 @@ def plot_ci_lines(ax, x, series, *, xlabel=None, ylabel=None, title=None, pct=Tr
     their dicts), one per ``x``."""
     scale = 100.0 if pct else 1.0
     for label, ests in series.items():
-        ests = [Estimate(e["mean"], e["lo"], e["hi"], e.get("n", 0)) if isinstance(e, dict) else e for e in ests]
+        ests = [as_estimate(e) for e in ests]
         m = np.array([e.mean for e in ests]) * scale
         lo = np.array([e.lo for e in ests]) * scale
         hi = np.array([e.hi for e in ests]) * scale
         kw = (styles or {}).get(label, {})
         (line,) = ax.plot(x, m, marker="o", ms=3, label=label, **kw)
-        ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+        ax.fill_between(x, lo, hi, alpha=0.08, color=line.get_color())
     if xlabel:
         ax.set_xlabel(xlabel)
     if ylabel:

@@ -102,13 +102,25 @@ def sequence_loss(config: LabConfig, params, tokens, *, prompt_len: int, teacher
     return jnp.sum(per_head), per_head
 
 
+@functools.lru_cache(maxsize=32)
+def _optimizer(learning_rate, warmup, total, weight_decay):
+    """AdamW, linear warmup then cosine decay to 10 %, gradients clipped to norm 1 (built from
+    hashable hyperparameters, so equal settings share one compiled training chunk)."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, min(warmup, total - 1) if total > 1 else 0, total, end_value=0.1 * learning_rate)
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, b1=0.9, b2=0.98,
+                                                                    weight_decay=weight_decay))
+
+
 @functools.partial(
     jax.jit,
-    static_argnames=("config", "optimizer", "chunk", "batch_size", "prompt_len", "teacherless", "dummy_id"),
+    static_argnames=("config", "hyper", "chunk", "batch_size", "prompt_len", "teacherless", "dummy_id"),
     donate_argnames=("params", "opt_state"),
 )
-def _run_chunk(params, opt_state, data, key, step0, *, config, optimizer, chunk, batch_size, prompt_len,
+def _run_chunk(params, opt_state, data, key, step0, *, config, hyper, chunk, batch_size, prompt_len,
                teacherless, dummy_id):
+    optimizer = _optimizer(*hyper)
+
     def body(carry, i):
         params, opt_state = carry
         k = jax.random.fold_in(key, step0 + i)
@@ -207,10 +219,8 @@ def train(
         raise ValueError(f"train: data hold token ids >= config.vocab_size = {config.vocab_size}")
     n_chunks = -(-steps // chunk)
     total = n_chunks * chunk
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, learning_rate, min(warmup, total - 1) if total > 1 else 0, total, end_value=0.1 * learning_rate)
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, b1=0.9, b2=0.98,
-                                                                         weight_decay=weight_decay))
+    hyper = (float(learning_rate), int(warmup), int(total), float(weight_decay))
+    optimizer = _optimizer(*hyper)
     key = jax.random.key(seed)
     if params is None:
         params = init_params(config, jax.random.fold_in(key, 1))
@@ -225,7 +235,7 @@ def train(
     try:
         for c in range(n_chunks):
             params, opt_state, loss, per_head = _run_chunk(
-                params, opt_state, seqs, data_key, jnp.int32(c * chunk), config=config, optimizer=optimizer,
+                params, opt_state, seqs, data_key, jnp.int32(c * chunk), config=config, hyper=hyper,
                 chunk=chunk, batch_size=int(batch_size), prompt_len=prompt_len, teacherless=bool(teacherless),
                 dummy_id=None if dummy_id is None else int(dummy_id))
             done += chunk
