@@ -9,16 +9,19 @@ itself uninformed. Teacherless training (dummy inputs on the answer span) and re
 targets (goal to source: every step is a lookup) are the paper's remedies. We add
 multi-token prediction (Gloeckle et al. 2024).
 
-Models (same graphs, same architecture and training budget): ``ntp`` (teacher-forced
-next-token), ``teacherless``, ``reversed`` (next-token on reversed paths), ``mtp`` (4 heads,
-teacher-forced). Decoders on each: greedy, beam search (4 beams), lookahead (depth 4, 4
+Models (same graphs, same next-token architecture — a trunk of 2 blocks and one head block —
+and the same training FLOPs): ``ntp`` (teacher-forced next-token), ``teacherless``,
+``reversed`` (next-token on reversed paths), ``mtp2`` and ``mtp4`` (2 and 4 heads,
+teacher-forced; a model with ``n`` heads runs ``2 + n`` blocks per token, so it gets
+``3/(2 + n)`` of the steps). Decoders on each: greedy, beam search (4 beams), lookahead (depth 4, 4
 candidates), temperature (τ = 1 and 0.5), top-p 0.9, Best-of-K (the paper's (β, λ) = (0.02,
 0.2), 5 mirror steps, τ = 0.9): single-sample accuracy (8 samples for the sampling
 decoders) and pass@8. Diagnostics (the paper's): the accuracy of the first decision (the
 node after the source) against chance ``1/degree``; teacher-forced per-position accuracy
 of the answer (the shortcut shows as ≈100 % after the first decision); the share of
 greedy answers that are a path of the graph from the source to a leaf (an arm followed
-correctly, maybe the wrong one).
+correctly, maybe the wrong one). For the multi-token models, also the tokens committed per
+forward by self-speculative decoding with their extra heads (greedy and temperature 1).
 
     python experiments/path_star.py --profile full --seed 0
     python experiments/path_star.py --profile full --seed 1
@@ -38,12 +41,13 @@ import numpy as np
 import simplex_decode as sd
 from simplex_decode import lab
 from simplex_decode.lab import report
+from simplex_decode.lab.speculative import speculative_generate
 
 PROFILES = {
-    "fast": dict(degree=2, path_len=4, num_nodes=20, steps=50, n_train=5_000, n_test=16, d_model=32, layers=1,
-                 mtp_heads=2, log_every=50, samplers=("BoK mirror (β=0.02, λ=0.2), τ=0.9",)),
-    "full": dict(degree=2, path_len=5, num_nodes=50, steps=3000, n_train=200_000, n_test=500, d_model=96, layers=2,
-                 mtp_heads=4, log_every=500),
+    "fast": dict(degree=2, path_len=4, num_nodes=20, steps=50, batch=32, n_train=5_000, n_test=16, d_model=32,
+                 mtp=(2,), log_every=50, samplers=("BoK mirror (β=0.02, λ=0.2), τ=0.9",)),
+    "full": dict(degree=2, path_len=5, num_nodes=50, steps=2000, batch=64, n_train=200_000, n_test=400, d_model=64,
+                 mtp=(2, 4), log_every=250),
 }
 K = 8
 
@@ -52,15 +56,18 @@ def log(msg):
     print(f"[path_star {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+TRUNK = 2
+
+
 def variants(prof):
+    """name -> (task, heads n, teacherless, steps): equal training FLOPs (2 + n blocks per token)."""
     base = dict(degree=prof["degree"], path_len=prof["path_len"], num_nodes=prof["num_nodes"])
     fwd, rev = lab.PathStar(**base), lab.PathStar(**base, reverse=True)
-    return {
-        "ntp": (fwd, dict(mtp_heads=1), False),
-        "teacherless": (fwd, dict(mtp_heads=1), True),
-        "reversed": (rev, dict(mtp_heads=1), False),
-        "mtp": (fwd, dict(mtp_heads=prof["mtp_heads"]), False),
-    }
+    S = prof["steps"]
+    out = {"ntp": (fwd, 1, False, S), "teacherless": (fwd, 1, True, S), "reversed": (rev, 1, False, S)}
+    for n in prof["mtp"]:
+        out[f"mtp{n}"] = (fwd, n, False, int(round(S * (TRUNK + 1) / (TRUNK + n))))
+    return out
 
 
 def sampling_decoders():
@@ -122,6 +129,18 @@ def evaluate(name, task, model, test, seed, samplers=None):
     return rows, diag
 
 
+def speculative_stats(cfg, params, task, test, seed):
+    """Tokens committed per forward by self-speculative decoding with the extra heads."""
+    out = {}
+    for label, dec in (("greedy", sd.greedy()), ("temperature 1.0", sd.temperature(1.0))):
+        res = speculative_generate(cfg, params, test.prompts, decoder=dec, key=jax.random.key(seed + 9),
+                                   max_new_tokens=task.answer_len, eos_id=task.eos_id, pad_id=task.pad_id)
+        lengths, fw = np.asarray(res.lengths), np.asarray(res.forwards)
+        out[label] = {"tokens_per_forward": lab.bootstrap_ci((lengths - 1) / np.maximum(fw, 1), seed=seed),
+                      "accuracy": lab.bootstrap_ci(task.answer_codes(np.asarray(res.tokens)) == test.codes, seed=seed)}
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="fast")
@@ -140,23 +159,27 @@ def main(argv=None):
         return results
     clock = report.RunClock()
     results = {"experiment": "path_star", "profile": args.profile, "seed": args.seed, "settings": prof, "models": {}}
-    for name, (task, arch, teacherless) in variants(prof).items():
+    for name, (task, heads, teacherless, steps) in variants(prof).items():
         if args.only and name not in args.only:
             continue
         test = task.test_set(prof["n_test"], seed=args.seed)
         data = task.train_set(prof["n_train"], seed=args.seed, exclude=test)
-        cfg = lab.LabConfig(vocab_size=task.vocab_size, d_model=prof["d_model"], num_layers=prof["layers"],
-                            num_heads=4, d_ff=2 * prof["d_model"], **arch)
-        t0 = time.perf_counter()
-        res = lab.train(cfg, data, steps=prof["steps"], batch_size=128, learning_rate=1e-3, warmup=200, seed=args.seed,
-                        teacherless=teacherless, dummy_id=task.dummy_id, log_every=prof["log_every"], desc=name)
-        train_s = time.perf_counter() - t0
+        cfg = lab.LabConfig(vocab_size=task.vocab_size, d_model=prof["d_model"], num_layers=TRUNK, num_heads=4,
+                            d_ff=2 * prof["d_model"], mtp_heads=heads)
+        clock_m = report.RunClock()
+        res = lab.train(cfg, data, steps=steps, batch_size=prof["batch"], learning_rate=2e-3, warmup=200,
+                        seed=args.seed, teacherless=teacherless, dummy_id=task.dummy_id, log_every=prof["log_every"],
+                        desc=name)
+        train = clock_m.info()
         model = lab.Trained.for_task(cfg, res.params, task, teacherless=teacherless)
         rows, diag = evaluate(name, task, model, test, args.seed, prof.get("samplers"))
-        results["models"][name] = {"task": task.name, "config": cfg.to_dict(), "params": lab.num_params(res.params),
-                                   "steps": res.steps, "train_seconds": round(train_s, 1),
-                                   "final_loss": res.log[-1]["loss"], "train_log": res.log, "decoders": rows,
-                                   "diagnostics": diag}
+        entry = {"task": task.name, "config": cfg.to_dict(), "params": lab.num_params(res.params), "steps": res.steps,
+                 "train_seconds": train["wall_seconds"], "train_cpu_seconds": train["cpu_seconds"],
+                 "final_loss_head0": res.log[-1]["loss_head0"], "train_log": res.log, "decoders": rows,
+                 "diagnostics": diag}
+        if heads > 1:
+            entry["speculative"] = speculative_stats(cfg, res.params, task, test, args.seed)
+        results["models"][name] = entry
     results["run"] = clock.info()
     report.save_json(out / "results.json", results)
     (out / "tables.md").write_text(tables(results))
@@ -189,11 +212,24 @@ def tables(results):
         tf = models[m]["diagnostics"]["teacher_forced_by_position"]
         rows.append({"model": m, **{f"pos {i}": f"{100 * v:.1f}" for i, v in enumerate(tf)}})
     s.append(report.markdown_table(rows, ["model"] + [f"pos {i}" for i in range(len(tf))]))
-    s.append("\n### Training\n\n")
-    rows = [{"model": m, "task": v["task"], "params": v["params"], "steps": v["steps"], "final loss": v["final_loss"],
-             "train s": v["train_seconds"]} for m, v in models.items()]
-    s.append(report.markdown_table(rows, ["model", "task", "params", "steps", "final loss", "train s"]))
+    spec = [(m, d, e) for m, v in models.items() for d, e in v.get("speculative", {}).items()]
+    if spec:
+        s.append("\n### Self-speculative decoding with the extra heads (tokens per forward, 95 % CI)\n\n")
+        rows = [{"model": m, "decoder": d, "tokens / forward": _num(e["tokens_per_forward"]), "accuracy": e["accuracy"]}
+                for m, d, e in spec]
+        s.append(report.markdown_table(rows, ["model", "decoder", "tokens / forward", "accuracy"]))
+    s.append("\n### Training (equal FLOPs: a model with n heads runs 2 + n blocks per token)\n\n")
+    rows = [{"model": m, "task": v["task"], "params": v["params"], "steps": v["steps"],
+             "final loss (head 0, per answer token)": v["final_loss_head0"], "train wall s": v["train_seconds"],
+             "train CPU s": v["train_cpu_seconds"]} for m, v in models.items()]
+    s.append(report.markdown_table(rows, ["model", "task", "params", "steps", "final loss (head 0, per answer token)",
+                                          "train wall s", "train CPU s"]))
     return "".join(s)
+
+
+def _num(e):
+    e = report.as_estimate(e)
+    return f"{e.mean:.2f} [{e.lo:.2f}, {e.hi:.2f}]"
 
 
 def plot(results, out):

@@ -88,7 +88,21 @@ training check (3-digit addition to ≥ 95 % on CPU, `experiments/addition.py`) 
         extra=[("The lab's training check: 3-digit addition",
                 '''for d in sorted((RESULTS / "addition").glob("seed*")):
     if (d / "tables.md").exists():
-        display(Markdown((d / "tables.md").read_text()))''')],
+        display(Markdown((d / "tables.md").read_text()))'''),
+               ("Path-star: next-token vs multi-token at equal training FLOPs (trained by experiments/path_star.py)",
+                '''for seed in (0, 1):
+    f = RESULTS / "path_star" / f"seed{seed}" / "results.json"
+    if not f.exists():
+        continue
+    r = json.loads(f.read_text())
+    rows = ["| model | heads | steps | greedy accuracy (%) |", "|---|---|---|---|"]
+    for m in ("ntp", "mtp2", "mtp4"):
+        if m in r["models"]:
+            v = r["models"][m]
+            e = v["decoders"]["greedy"]["single"]
+            rows.append(f"| {m} | {v['config']['mtp_heads']} | {v['steps']} | "
+                        f"{100 * e['mean']:.1f} [{100 * e['lo']:.1f}, {100 * e['hi']:.1f}] |")
+    display(Markdown(f"Seed {seed}:\\n\\n" + "\\n".join(rows)))''')],
         conclusion_file="mtp",
     ),
 }
