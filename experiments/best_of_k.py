@@ -60,7 +60,7 @@ PROFILES = {
                  smol="random", smol_sets=("add",), smol_max=8, replicates=100, log_every=50),
     "full": dict(taus=TAUS, train_steps=3000, mid_target=0.5, n_test=400, n_val=400, d_model=96, layers=2,
                  smol="smollm2", smol_sets=("add", "sub", "mul", "capital", "opposite"), smol_max=None, replicates=2000,
-                 log_every=100),
+                 log_every=25),
 }
 
 
