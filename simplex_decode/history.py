@@ -22,7 +22,7 @@ Every transform here maps scores to scores (``s ← T(s; history)``); ``-inf`` b
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 
@@ -101,7 +101,9 @@ class RepetitionPenalty(ScoreTransform):
     once per token, not per occurrence): ``s_v ← s_v / penalty`` if ``s_v > 0`` and
     ``s_v · penalty`` otherwise. ``penalty > 1`` discourages repetition, ``< 1``
     encourages it, ``1`` is a no-op. ``prompt_length`` (per row, optional) skips each
-    row's first real entries (transformers' ``prompt_ignore_length``).
+    row's first real entries (transformers' ``prompt_ignore_length``). Sign-dependent, so
+    not shift-equivariant: a row that overflows here (or after a temperature placed before
+    it) is reported as ``Status.NONFINITE_SCORES``, not recomputed from shifted scores.
 
     Example:
       >>> import jax.numpy as jnp, simplex_decode as sd
@@ -144,6 +146,7 @@ class FrequencyPenalty(ScoreTransform):
 
     penalty: Any
     prompt_length: Any = None
+    shift_equivariant: ClassVar[bool] = True
 
     def __post_init__(self):
         set_field(self, "penalty", check_range("FrequencyPenalty", "penalty", self.penalty))
@@ -165,6 +168,7 @@ class PresencePenalty(ScoreTransform):
 
     penalty: Any
     prompt_length: Any = None
+    shift_equivariant: ClassVar[bool] = True
 
     def __post_init__(self):
         set_field(self, "penalty", check_range("PresencePenalty", "penalty", self.penalty))
@@ -196,6 +200,8 @@ class NoRepeatNGram(ScoreTransform):
     """
 
     n: int = static_field(3)
+    shift_equivariant: ClassVar[bool] = True
+    bans: ClassVar[bool] = True
 
     def __post_init__(self):
         check_range("NoRepeatNGram", "n", self.n, lo=1, integer=True)
@@ -251,6 +257,8 @@ class BanTokens(ScoreTransform):
     """
 
     ids: Any
+    shift_equivariant: ClassVar[bool] = True
+    bans: ClassVar[bool] = True
 
     def __post_init__(self):
         set_field(self, "ids", _check_ids("BanTokens", self.ids))
@@ -266,6 +274,8 @@ class AllowTokens(ScoreTransform):
     and gets the empty-support status, never a silent fallback."""
 
     ids: Any
+    shift_equivariant: ClassVar[bool] = True
+    bans: ClassVar[bool] = True
 
     def __post_init__(self):
         set_field(self, "ids", _check_ids("AllowTokens", self.ids))
@@ -297,6 +307,8 @@ class MinNewTokens(ScoreTransform):
     n: Any
     eos_id: Any
     prompt_length: Any = 0
+    shift_equivariant: ClassVar[bool] = True
+    bans: ClassVar[bool] = True
 
     def __post_init__(self):
         set_field(self, "n", check_range("MinNewTokens", "n", self.n, lo=0, integer=True))

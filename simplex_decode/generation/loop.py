@@ -147,7 +147,7 @@ def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, *, step, 
         sol = decoder.solve(
             logits.reshape(B, K, V), history=hist.reshape(B, K, -1), history_mask=hmask.reshape(B, K, -1)
         )
-        raise_on_bad_rows(sol.status)
+        raise_on_bad_rows(sol.status, sol.stats["stage"], decoder.objective.stage_names)
         ok = sol.status == Status.OK
         step_keys = fold_keys(row_keys, t)
         ids = sample_from_probs(step_keys.reshape((B, K) + step_keys.shape[1:]), sol.q, valid=ok)
