@@ -13,10 +13,10 @@ import jax.numpy as jnp
 from jax.experimental import checkify
 
 from ._numerics import row_sum
-from ._pytree import pytree_dataclass, set_field
+from ._pytree import params_ok, pytree_dataclass, set_field
 from ._select import argmax
-from .objective import Objective
-from .sampling import sample_from_probs
+from .objective import Objective, as_logits
+from .sampling import check_sample_args, sample_from_probs
 from .solvers.auto import Auto, resolve_solver
 from .solvers.base import Solution
 from .solvers.closed_form import ClosedForm, greedy_where
@@ -34,9 +34,10 @@ class Decoder:
     from it (``num_samples=K`` draws K per row, with replacement); ``solve(logits)``
     returns a :class:`Solution` with a per-row status instead of raising.
 
-    Bad rows (NaN/+inf logits, nothing allowed) raise ``ValueError`` in eager calls;
-    under ``jit`` wrap the jitted function with :func:`checked` to raise, otherwise the
-    row's ``q`` is all zeros and its sampled id is ``-1`` (never NaN, never a fallback).
+    Bad rows (NaN/+inf logits, nothing allowed, a traced parameter out of its range) raise
+    ``ValueError`` in eager calls; under ``jit`` wrap the jitted function with
+    :func:`checked` to raise, otherwise the row's ``q`` is all zeros and its sampled id is
+    ``-1`` (never NaN, never a fallback or a default value).
     The solution itself is checked too: a row whose ``q`` is not finite, has a negative
     entry, puts mass off the support or does not sum to 1 (to :func:`simplex_tolerance`)
     gets ``Status.INVALID_SOLUTION`` — it is never returned as OK.
@@ -69,6 +70,9 @@ class Decoder:
         q, stats = self.solver(self.objective, problem)
         q = greedy_where(problem.greedy[..., None], q, problem.scores, problem.mask)
         status = problem.status
+        # the solver's declared parameters (a traced per-row step size), as prepare does the objective's
+        solver_ok = params_ok(self.solver, status.shape, problem.scores.shape[-1])
+        status = jnp.where(solver_ok, status, Status.INVALID_PARAMETER)
         if "infeasible" in stats:
             # the constraints admit no distribution (a cap c with c·|support| < 1)
             status = jnp.where((status == Status.OK) & stats["infeasible"], Status.INFEASIBLE, status)
@@ -91,6 +95,8 @@ class Decoder:
         return sol.q
 
     def sample(self, key, logits, *, num_samples=None, history=None, history_mask=None, method="auto"):
+        logits = as_logits(logits)
+        num_samples = check_sample_args(key, logits.shape[:-1], num_samples, method)
         if not self.objective.terms and isinstance(self.solver, (Auto, ClosedForm)):
             # The linear problem: its optimum is the argmax, no distribution to draw from.
             problem = self.objective.prepare(logits, history=history, history_mask=history_mask)
