@@ -43,6 +43,7 @@ from jax import lax
 from ._numerics import masked_log_softmax, row_shift
 from ._pytree import params_ok, per_row, pytree_dataclass, require, set_field
 from .scores import ScoreTransform
+from .stateful import Stateful, component_keys
 from .status import Status
 from .supports import SupportRule
 from .terms import Term
@@ -57,12 +58,21 @@ class Context(NamedTuple):
     zeros; they are flagged in ``Problem.status``). ``log_model``: ``log_softmax(logits)``,
     the model's own distribution. ``history``/``history_mask``: previous token ids per
     row (``(..., L)``) and which of them are real (not padding), or None.
+    ``second_logits``: a second set of logits over the same vocabulary (``(..., V)``, or
+    ``(..., J, V)`` for J candidates such as DoLa's early layers) in the compute dtype, or
+    None: the unconditional / negative stream of CFG, an amateur model, early layers.
+    ``key``: per-row random keys of the component being called (components with
+    ``needs_key``), else None. ``state``: the state of the component being called
+    (:class:`~simplex_decode.stateful.Stateful` components), else None.
     """
 
     logits: Any
     log_model: Any
     history: Any = None
     history_mask: Any = None
+    second_logits: Any = None
+    key: Any = None
+    state: Any = None
 
 
 class Problem(NamedTuple):
@@ -161,6 +171,26 @@ def _as_tuple(x, kind, name):
     return items
 
 
+def _check_second(second, x):
+    """``second_logits`` in the compute dtype (NaN/+inf rows zeroed) and its bad rows."""
+    second = jnp.asarray(second)
+    batch, V = x.shape[:-1], x.shape[-1]
+    ok_shape = second.shape[-1:] == (V,) and second.shape[: len(batch)] == batch and second.ndim in (
+        len(batch) + 1, len(batch) + 2)
+    if not ok_shape:
+        raise ValueError(
+            f"second_logits: must have the logits' shape batch + (V,) = {batch + (V,)} or batch + (J, V), "
+            f"got {second.shape}"
+        )
+    if not (jnp.issubdtype(second.dtype, jnp.floating) or jnp.issubdtype(second.dtype, jnp.integer)):
+        raise ValueError(f"second_logits: must be a floating-point array, got dtype {second.dtype}")
+    second = second.astype(x.dtype)
+    bad = jnp.isnan(second) | (second == jnp.inf)
+    bad = jnp.any(bad.reshape(batch + (-1,)), axis=-1)
+    extra = (1,) * (second.ndim - len(batch))
+    return jnp.where(bad.reshape(batch + extra), 0.0, second), bad
+
+
 @pytree_dataclass
 class Objective:
     """``argmax_{q ∈ Δ, supp q ⊆ S(s)} <q, s> + Σ_j c_j φ_j(q)``.
@@ -201,14 +231,55 @@ class Objective:
         names += [f"support rule {j} ({type(r).__name__})" for j, r in enumerate(self.support)]
         return (*names, "the KL terms' references")
 
+    @property
+    def stateful(self) -> tuple:
+        """The components that carry state (transforms, then support rules), in order."""
+        return tuple(c for c in self.transforms + self.support if isinstance(c, Stateful))
+
+    def init_state(self, batch_shape=()) -> tuple:
+        """The initial state: one entry per :attr:`stateful` component (``()`` if none)."""
+        return tuple(c.init_state(tuple(batch_shape)) for c in self.stateful)
+
+    def _binder(self, ctx, batch, key, state):
+        """``bind(position, component)``: ``ctx`` with the component's own key and state."""
+        stateful = self.stateful
+        if state is None:
+            state = self.init_state(batch)
+        elif not isinstance(state, tuple) or len(state) != len(stateful):
+            raise ValueError(
+                f"state: must be this decoder's state (a tuple of {len(stateful)} entries, from "
+                f"Decoder.init), got {type(state).__name__}"
+                + (f" of {len(state)} entries" if isinstance(state, tuple) else "")
+            )
+        positions = [i for i, c in enumerate(self.transforms + self.support) if isinstance(c, Stateful)]
+        slots = {position: slot for slot, position in enumerate(positions)}
+
+        def bind(position, component):
+            changes = {}
+            if position in slots:
+                changes["state"] = state[slots[position]]
+            if getattr(component, "needs_key", False) and key is not None:
+                changes["key"] = component_keys(key, batch, 1 + position)
+            return ctx._replace(**changes) if changes else ctx
+
+        return bind
+
     def replace(self, **changes) -> Objective:
         """A copy with some fields replaced (validated like a new Objective)."""
         fields = {"terms": self.terms, "support": self.support, "transforms": self.transforms}
         fields.update(changes)
         return Objective(**fields)
 
-    def prepare(self, logits, *, history=None, history_mask=None) -> Problem:
-        """Apply the transforms and support rules to ``logits`` (shape ``(..., V)``)."""
+    def prepare(self, logits, *, history=None, history_mask=None, second_logits=None, key=None,
+                state=None) -> Problem:
+        """Apply the transforms and support rules to ``logits`` (shape ``(..., V)``).
+
+        ``second_logits``: a second logits array (``batch + (V,)`` or ``batch + (J, V)``)
+        for components that contrast two sources (CFG, contrastive decoding, DoLa); its
+        NaN/+inf rows are flagged like the logits'. ``key``: one key or one per row, for
+        components that draw randomness (XTC). ``state``: the decoder's state (from
+        :meth:`init_state`; None: the initial state).
+        """
         logits = as_logits(logits)
         batch, vocab_size = logits.shape[:-1], logits.shape[-1]
         history, history_mask, args_ok = _check_history(history, history_mask, batch, vocab_size)
@@ -216,13 +287,18 @@ class Objective:
         args_ok = params_ok(self, batch, vocab_size) & args_ok
         x = logits.astype(compute_dtype(logits.dtype))
         nonfinite = jnp.any(jnp.isnan(x) | (x == jnp.inf), axis=-1)
+        if second_logits is not None:
+            second_logits, bad_second = _check_second(second_logits, x)
+            nonfinite = nonfinite | bad_second
         x = jnp.where(nonfinite[..., None], 0.0, x)
         ctx = Context(
             logits=x,
             log_model=masked_log_softmax(x, x > -jnp.inf),
             history=history,
             history_mask=history_mask,
+            second_logits=second_logits,
         )
+        bind = self._binder(ctx, batch, key, state)
         # The first failure of a row wins: parameters, logits, then each stage in turn.
         flags = _Flags(jnp.full(batch, Status.OK, jnp.int32), jnp.full(batch, -1, jnp.int32))
         flags = flags.set(~args_ok, Status.INVALID_PARAMETER, -1)
@@ -235,14 +311,14 @@ class Objective:
             shiftable = all(u.shift_equivariant for u in self.transforms[i:])
             if shiftable and t.rescales:  # (s − max s) / t: exact differences, no overflow
                 s = s - row_shift(s, s > -jnp.inf)
-            s, overflow, banned = _transform(t, s, ctx, shiftable)
+            s, overflow, banned = _transform(t, s, bind(i, t), shiftable)
             flags = flags.set(overflow, Status.NONFINITE_SCORES, i).set(banned, Status.EMPTY_SUPPORT, i)
             g = t.greedy_rows(batch)
             if g is not None:
                 greedy = greedy | g
         mask = s > -jnp.inf
         for j, rule in enumerate(self.support):
-            new = rule(s, mask, ctx)
+            new = rule(s, mask, bind(n_t + j, rule))
             flags = flags.set(jnp.any(mask, axis=-1) & ~jnp.any(new, axis=-1), Status.EMPTY_SUPPORT, n_t + j)
             mask = new
         before = mask
