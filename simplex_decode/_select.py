@@ -3,9 +3,9 @@
 * :func:`argmax` — ``max`` then ``min`` of the indices attaining it (two one-operand
   reductions; XLA's variadic argmax reduction is ~50× slower on CPU).
 * :func:`topk_mask` — the exact top-k set: XLA's float top-k on a candidate window
-  (:mod:`._window`) when it provably holds the answer (k ≤ :data:`KCAP`), else
-  bisection on the order-preserving integer image of the scores over the whole row
-  (32 counting passes); ties: lowest ids first.
+  (:mod:`._window`) when it provably holds the answer (k ≤ :data:`KCAP`, float32 rows),
+  else bisection on the order-preserving integer image of the scores over the whole row
+  (one counting pass per bit: 32, or 64 for float64); ties: lowest ids first.
 * :func:`tie_cut` — the id up to which tied entries are kept; its prefix sum runs
   only when some row actually has a tie straddling the cut (``lax.cond``).
 """
@@ -27,13 +27,22 @@ def argmax(x, axis: int = -1):
     return jnp.min(jnp.where(x == m, idx, x.shape[axis]), axis=axis).clip(0, x.shape[axis] - 1)
 
 
+def _key_type(dtype):
+    """(unsigned key type, bits): 64-bit keys for float64 values, else 32-bit."""
+    return (jnp.uint64, 64) if jnp.dtype(dtype) == jnp.float64 else (jnp.uint32, 32)
+
+
 def ordered_key(x):
-    """uint32 key with the order of the float32 values (``-inf`` smallest)."""
-    x = x.astype(jnp.float32)
-    x = jnp.where(x == 0, jnp.float32(0), x)  # -0.0 and +0.0 are equal: one key
-    u = lax.bitcast_convert_type(x, jnp.uint32)
-    neg = (u >> 31) == 1
-    return jnp.where(neg, ~u, u | jnp.uint32(0x80000000))
+    """Unsigned key with the order of the float values (``-inf`` smallest): uint32 for
+    float32 (and narrower floats, widened exactly), uint64 for float64 — every distinct
+    value keeps a distinct key, so no two scores tie that do not."""
+    if jnp.dtype(x.dtype) != jnp.float64:
+        x = x.astype(jnp.float32)
+    utype, bits = _key_type(x.dtype)
+    x = jnp.where(x == 0, jnp.zeros((), x.dtype), x)  # -0.0 and +0.0 are equal: one key
+    u = lax.bitcast_convert_type(x, utype)
+    neg = (u >> (bits - 1)) == 1
+    return jnp.where(neg, ~u, u | jnp.asarray(1 << (bits - 1), utype))
 
 
 def tie_cut(tie, r, ids=None):
@@ -62,22 +71,24 @@ KCAP = 256  # largest k served from the candidate window
 
 def _kth_key(key, k, mask):
     """The k-th largest ``key`` within ``mask`` per row (the row minimum if fewer)."""
-    lo = jnp.min(jnp.where(mask, key, jnp.uint32(0xFFFFFFFF)), axis=-1, keepdims=True)
-    hi = jnp.max(jnp.where(mask, key, jnp.uint32(0)), axis=-1, keepdims=True)
+    utype, bits = key.dtype, jnp.iinfo(key.dtype).bits
+    lo = jnp.min(jnp.where(mask, key, jnp.asarray(jnp.iinfo(utype).max, utype)), axis=-1, keepdims=True)
+    hi = jnp.max(jnp.where(mask, key, jnp.zeros((), utype)), axis=-1, keepdims=True)
 
     def count_ge(t):
         return jnp.sum(mask & (key >= t), axis=-1, keepdims=True, dtype=jnp.int32)
 
     # invariant: count_ge(lo) >= k or lo is the row minimum; count_ge(hi + 1) < k.
-    hi1 = hi + jnp.uint32(1)  # may wrap only for the key of NaN, which never gets here
+    one = jnp.ones((), utype)
+    hi1 = hi + one  # may wrap only for the key of NaN, which never gets here
 
     def body(_, c):
         lo, hi1 = c
-        mid = lo + (hi1 - lo) // jnp.uint32(2)
+        mid = lo + (hi1 - lo) // (one + one)
         ok = count_ge(mid) >= k
         return jnp.where(ok, mid, lo), jnp.where(ok, hi1, mid)
 
-    lo, _ = lax.fori_loop(0, 32, body, (lo, hi1))
+    lo, _ = lax.fori_loop(0, bits, body, (lo, hi1))
     return lo
 
 
@@ -87,13 +98,14 @@ def topk_mask(x, k, mask):
     ``k`` is an int array broadcastable to ``x.shape[:-1] + (1,)``. Exact: the k-th
     largest value comes from XLA's top-k on a candidate window (the blocks with the
     largest maxima) whenever every entry outside the window is strictly below it and
-    ``k ≤ KCAP``; otherwise from bisection on uint32 keys over the whole row. Ties at
-    it are cut by index.
+    ``k ≤ KCAP`` (float32 rows); otherwise from bisection on the order-preserving keys
+    over the whole row. Ties at it are cut by index.
     """
     k = jnp.asarray(k, jnp.int32)
 
     def keys(x, mask):
-        return jnp.where(mask, ordered_key(jnp.where(mask, x, -jnp.inf)), jnp.uint32(0))
+        key = ordered_key(jnp.where(mask, x, -jnp.inf))
+        return jnp.where(mask, key, jnp.zeros((), key.dtype))
 
     def full_row(x, mask):
         key = keys(x, mask)
@@ -101,8 +113,10 @@ def topk_mask(x, k, mask):
         r = k - jnp.sum(mask & (key > t), axis=-1, keepdims=True, dtype=jnp.int32)
         return t, tie_cut(mask & (key == t), r)
 
-    xm = jnp.where(mask, x.astype(jnp.float32), -jnp.inf)
-    win = window(xm, mask, fill=-jnp.inf)
+    xm = jnp.where(mask, x, -jnp.inf)
+    # float32 only: XLA's fast top-k is float32, and a float32 image of float64 scores
+    # could merge distinct values
+    win = window(xm, mask, fill=-jnp.inf) if xm.dtype == jnp.float32 else None
     if win is None:
         t, cut = full_row(x, mask)
     else:
@@ -111,7 +125,7 @@ def topk_mask(x, k, mask):
         vals = lax.top_k(wx, kcap)[0]  # XLA's float top-k, on the window only
         first_k = lax.broadcasted_iota(jnp.int32, vals.shape, vals.ndim - 1) < k
         t_w = ordered_key(jnp.min(jnp.where(first_k, vals, jnp.inf), axis=-1, keepdims=True))
-        wkey = jnp.where(wmask, ordered_key(wx), jnp.uint32(0))
+        wkey = jnp.where(wmask, ordered_key(wx), jnp.zeros((), t_w.dtype))
         r_w = k - jnp.sum(wmask & (wkey > t_w), axis=-1, keepdims=True, dtype=jnp.int32)
         cut_w = tie_cut(wmask & (wkey == t_w), r_w, win.ids)
         # Exact iff everything outside is strictly below the window's k-th value (then

@@ -1,16 +1,27 @@
-"""Candidate windows: solve a threshold problem on a few blocks of the vocabulary, exactly.
+"""Candidate windows: solve a threshold problem on the few largest entries of a row, exactly.
 
-Threshold rules (top-k, top-p, sparsemax, entmax) keep only tokens whose value exceeds a
-per-row threshold, and in language-model logits those tokens are few. :func:`window`
-cuts each row into blocks of :data:`BLOCK` entries, takes the :data:`WINDOW_BLOCKS`
-blocks with the largest maxima (one pass over the row plus a selection among ~V/128 block
-maxima) and returns their entries in token-id order, together with ``outside``: the
-largest value of every entry *not* in the window. A threshold ``t`` computed from the
-window alone is the exact threshold of the whole row whenever ``outside`` lies strictly
-below the tokens it keeps (each caller states its own condition); otherwise the caller
-runs its full-row algorithm. The decision is made once for the whole batch with
-``lax.cond``, so a batch whose rows all fit pays only for the window (under ``vmap`` the
-cond becomes a select and both paths run: still exact, just not faster).
+Threshold rules (top-k, top-p, typical, sparsemax, entmax, the exact solver's sparse rows,
+the top-m coverage weights) keep only entries above a per-row threshold, and in
+language-model logits those entries are few. This module is the one implementation of
+"look at the largest entries only, and prove that it was enough":
+
+* :func:`window` cuts each row into blocks of ``block`` entries and keeps the ``n_select``
+  blocks with the largest maxima (one pass over the row plus a selection among ~V/block
+  block maxima), gathered in token-id order: a :class:`Window`, with ``outside``, the
+  largest entry *not* in it. Any ``n_select`` largest entries of the row lie in it.
+* :meth:`Window.top` narrows a window to its ``n`` largest entries, largest first (ties:
+  lowest id first): :class:`Candidates` — ``values``, their token ``ids`` and ``rest``, an
+  upper bound on every entry of the row that is not a candidate (the larger of the
+  window's ``outside`` and the window's ``n+1``-th largest value). :meth:`Window.all`
+  takes the whole window as the candidates (``rest = outside``).
+* The certificate is the caller's: a threshold ``t`` computed from the candidates alone
+  is the row's threshold when every other entry provably lies on the right side of it —
+  ``rest < t`` (or ``≤``, or a mass condition; each rule states its own). Rows whose
+  certificate fails take the caller's full-row algorithm, row by row: :func:`choose`.
+
+Bitwise row independence: :func:`choose` selects *per row* between the candidate result
+and the full-row result (the full row runs only when some row needs it), so a row's
+result never depends on which path its neighbours take.
 """
 
 from __future__ import annotations
@@ -22,10 +33,32 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["BLOCK", "WINDOW_BLOCKS", "Window", "window", "take_blocks", "scatter", "choose"]
+__all__ = [
+    "BLOCK", "WINDOW_BLOCKS", "Window", "Candidates", "window", "take_blocks", "scatter", "scatter_ids", "choose",
+]
 
 BLOCK = 64
 WINDOW_BLOCKS = 128
+
+
+class Candidates(NamedTuple):
+    """A few entries of each row and a bound on all the others.
+
+    ``values`` and ``ids`` are ``(..., n)`` (ids ``≥ length`` mark padding, whose value is
+    the window's fill); ``rest`` is ``(..., 1)``: every entry of the row that is not a
+    candidate is ``≤ rest``.
+    """
+
+    values: object
+    ids: object
+    rest: object
+    length: int
+
+    def scatter(self, vals, fill=0):
+        """Full rows ``(..., length)`` holding ``vals`` (``(..., n)``) at the candidates' ids
+        and ``fill`` elsewhere (padding candidates are dropped)."""
+        base = jnp.full(vals.shape[:-1] + (self.length,), fill, vals.dtype)
+        return scatter_ids(base, self.ids, vals)
 
 
 class Window(NamedTuple):
@@ -42,16 +75,44 @@ class Window(NamedTuple):
         gid = self.blocks[..., None] * self.block + jnp.arange(self.block, dtype=jnp.int32)
         return gid.reshape(self.blocks.shape[:-1] + (-1,))
 
+    def top(self, n: int) -> Candidates:
+        """The ``n`` largest entries of the selecting array in the window, largest first
+        (ties: lowest id first), and ``rest``: the larger of ``outside`` and the next
+        largest entry of the window, a bound on every entry that is not a candidate.
+
+        Uses only ``lax.top_k``'s indices (then gathers): XLA's CPU top-k custom call,
+        never a sort.
+        """
+        (w,) = self.values[:1]
+        n = min(n, w.shape[-1] - 1)
+        pos = lax.top_k(w, n + 1)[1]
+        vals = jnp.take_along_axis(w, pos, axis=-1)
+        ids = jnp.take_along_axis(self.ids, pos, axis=-1)
+        # the (n+1)-th is only a bound: masked out of the candidates, not sliced off
+        last = lax.broadcasted_iota(jnp.int32, pos.shape, pos.ndim - 1) == n
+        rest = jnp.maximum(self.outside, jnp.max(jnp.where(last, vals, -jnp.inf), axis=-1, keepdims=True))
+        fill = jnp.asarray(-jnp.inf, w.dtype)
+        return Candidates(jnp.where(last, fill, vals), jnp.where(last, self.length, ids), rest, self.length)
+
+    def all(self) -> Candidates:
+        """The whole window as the candidates (token-id order; ``rest = outside``)."""
+        return Candidates(self.values[0], self.ids, self.outside, self.length)
+
+    def scatter(self, values):
+        """Full rows equal to ``values`` (``(..., n_select·block)``) on the window, 0 elsewhere."""
+        return scatter(self, values)
+
 
 def window(select, *others, fill, block=BLOCK, n_select=WINDOW_BLOCKS):
     """The window chosen by ``select``'s block maxima; gathers ``select`` and ``others``.
 
     The row is cut into blocks of ``block`` entries and the ``n_select`` blocks with the
-    largest maxima are kept (so the window holds at least the ``n_select`` largest
-    entries). ``select`` is float32 (XLA's CPU top-k is fast only for floats). ``fill``
-    pads it to a whole number of blocks and must be below every value that matters
-    (``-inf`` for scores, ``0`` for probabilities). Returns ``None`` when the row is not
-    longer than the window (callers then use the full row).
+    largest maxima are kept (ties: lowest block ids), so the window holds at least the
+    ``n_select`` largest entries. ``select`` is float32 (XLA's CPU top-k is fast only for
+    floats; callers with float64 rows use their full-row path). ``fill`` pads it to a whole
+    number of blocks and must be below every value that matters (``-inf`` for scores, ``0``
+    for probabilities). Returns ``None`` when the row is not longer than the window
+    (callers then use the full row).
     """
     V = select.shape[-1]
     nb = -(-V // block)
@@ -67,8 +128,7 @@ def window(select, *others, fill, block=BLOCK, n_select=WINDOW_BLOCKS):
 
     sb = blocks(select, fill)
     bmax = jnp.max(sb, axis=-1)
-    # Use only lax.top_k's indices, in one piece: XLA CPU keeps its fast top-k custom
-    # call for that pattern and falls back to a full sort otherwise.
+    # lax.top_k's indices only: XLA CPU's fast top-k custom call
     top_ids = lax.top_k(bmax, n_select)[1].astype(jnp.int32)
     rest = jnp.put_along_axis(bmax, top_ids, -jnp.inf, axis=-1, inplace=False)
     outside = jnp.max(rest, axis=-1, keepdims=True)
@@ -91,7 +151,7 @@ def take_blocks(a, ids):
 
 
 def scatter(win: Window, values):
-    """Full rows equal to ``values`` (``(..., WINDOW_BLOCKS·BLOCK)``) on the window, 0 elsewhere."""
+    """Full rows equal to ``values`` (``(..., n_select·block)``) on the window, 0 elsewhere."""
     batch = values.shape[:-1]
     vb = values.reshape(batch + (win.blocks.shape[-1], win.block))
     out = jnp.zeros(batch + (win.n_blocks, win.block), values.dtype)
@@ -100,10 +160,45 @@ def scatter(win: Window, values):
     return out.reshape(batch + (win.n_blocks * win.block,))[..., : win.length]
 
 
-def choose(ok, fast, slow, *operands):
-    """``fast`` if every row's window result is exact (``ok``), else ``slow(*operands)``.
+def scatter_ids(base, ids, vals):
+    """``base`` with ``base[..., ids] = vals`` row by row (``ids``, ``vals``: ``(..., n)``;
+    ids outside ``[0, V)`` are dropped). One scatter, no Python loop over rows."""
+    V, n = base.shape[-1], ids.shape[-1]
+    n_rows = math.prod(base.shape[:-1])
+    rows = jnp.arange(n_rows)[:, None]
+    vals = jnp.broadcast_to(vals, ids.shape).astype(base.dtype)
+    out = base.reshape(n_rows, V).at[rows, ids.reshape(n_rows, n)].set(vals.reshape(n_rows, n), mode="drop")
+    return out.reshape(base.shape)
 
-    Pass the full-row inputs as ``operands`` (not closed over derived arrays) so that
-    the full-row work stays inside the branch and XLA need not materialise it.
+
+def _select_rows(ok, fast, slow):
+    """Per leaf: ``fast`` where the row's ``ok`` holds, else ``slow`` (``ok``: batch + (1,))."""
+    batch = ok.shape[:-1]
+
+    def pick(f, s):
+        f, s = jnp.asarray(f), jnp.asarray(s)
+        if f.ndim < len(batch):  # a value shared by the batch (a count): the fast one's
+            return f
+        cond = ok.reshape(batch + (1,) * (f.ndim - len(batch)))
+        return jnp.where(cond, f, s)
+
+    return jax.tree.map(pick, fast, slow)
+
+
+def choose(ok, fast, slow, *operands):
+    """Per row: ``fast`` where the row's certificate ``ok`` holds, else ``slow(*operands)``.
+
+    ``ok`` has shape ``batch + (1,)``; every leaf of ``fast`` (and of ``slow``'s result)
+    starts with the batch axes. ``slow`` runs only when some row fails its certificate
+    (``lax.cond``), and then every row still gets its own path's value: a row that is
+    certified keeps the candidate result bit for bit whatever its neighbours need. Pass
+    the full-row inputs as ``operands`` (not closed over derived arrays) so that the
+    full-row work stays inside the branch.
     """
-    return lax.cond(jnp.all(ok), lambda *_: fast, slow, *operands)
+    ok = jnp.asarray(ok, bool)
+    return lax.cond(
+        jnp.all(ok),
+        lambda *_: fast,
+        lambda *ops: _select_rows(ok, fast, slow(*ops)),
+        *operands,
+    )

@@ -15,11 +15,12 @@ objective then returns the one-hot argmax, exactly as ``Temperature(0)`` does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
+from ._numerics import row_sum, softmax_stats
 from ._pytree import check_range, param, per_row, pytree_dataclass
 from ._select import argmax
 from .scores import ScoreTransform
@@ -36,17 +37,10 @@ def entropy_stats(scores):
     ``n`` = the number of finite scores. Shapes ``(...,)``.
     """
     finite = scores > -jnp.inf
-    x = jnp.where(finite, scores, -jnp.inf)
-    m = jnp.max(x, axis=-1, keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    e = jnp.where(finite, jnp.exp(x - m), 0.0)
-    z = jnp.sum(e, axis=-1, keepdims=True)
-    safe_z = jnp.where(z > 0, z, 1.0)
-    logp = jnp.where(finite, x - m - jnp.log(safe_z), 0.0)
-    p = e / safe_z
-    ent = -jnp.sum(p * logp, axis=-1)
-    var = jnp.sum(p * (logp + ent[..., None]) ** 2, axis=-1)
-    return ent, var, jnp.sum(finite, axis=-1)
+    p, logp, ent, _, _ = softmax_stats(scores, finite)
+    dev = jnp.where(p > 0, logp + ent, 0.0)
+    var = row_sum(p * dev * dev, keepdims=False)
+    return ent[..., 0], var, jnp.sum(finite, axis=-1)
 
 
 def _apply(scores, t):
@@ -64,7 +58,13 @@ def _apply(scores, t):
 
 
 class AdaptiveTemperature(ScoreTransform):
-    """Base class of temperatures computed from the scores (``s ← s / T(s)``, per row)."""
+    """Base class of temperatures computed from the scores (``s ← s / T(s)``, per row).
+
+    ``T`` reads ``softmax(s)``, which a shift does not change, so ``s / T(s)`` is
+    shift-equivariant (an overflowing row is recomputed from ``s − max s``)."""
+
+    shift_equivariant: ClassVar[bool] = True
+    rescales: ClassVar[bool] = True
 
     def temperature_of(self, scores):  # pragma: no cover - interface
         raise NotImplementedError

@@ -31,8 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.scipy.special import xlogy
 
+from ._numerics import entropy as _entropy
+from ._numerics import log_softmax, masked_softmax, row_sum, xlogx
 from ._pytree import check_range
 from .objective import as_logits
 
@@ -56,8 +57,7 @@ def _float(q):
 
 def entropy(q):
     """Shannon entropy ``−Σ_v q_v log q_v`` (nats; ``0 log 0 = 0``), shape ``(...)``."""
-    q = _float(q)
-    return -jnp.sum(xlogy(q, q), axis=-1)
+    return _entropy(_float(q))
 
 
 def support_size(q, tol=0.0):
@@ -69,9 +69,9 @@ def kl_to_model(q, logits):
     """``KL(q ‖ p) = Σ_v q_v log(q_v / p_v)`` with ``p = softmax(logits)`` (``+inf`` when ``q``
     puts mass on a token the model gives probability 0)."""
     q = _float(q)
-    logp = jax.nn.log_softmax(as_logits(logits).astype(q.dtype), axis=-1)
+    logp = log_softmax(as_logits(logits).astype(q.dtype))
     cross = jnp.where(q > 0, q * jnp.where(q > 0, logp, 0.0), 0.0)
-    return jnp.sum(xlogy(q, q) - cross, axis=-1)
+    return row_sum(xlogx(q) - cross, keepdims=False)
 
 
 def _binomial_rows(pi, k):
@@ -114,7 +114,7 @@ def coverage_probability(q, logits=None, *, m, k, p=None):
     if (logits is None) == (p is None):
         raise ValueError("coverage_probability: give exactly one of `logits` and `p`")
     if logits is not None:
-        score = jax.nn.log_softmax(as_logits(logits).astype(q.dtype), axis=-1)
+        score = log_softmax(as_logits(logits).astype(q.dtype))
     else:
         score = jnp.asarray(p, q.dtype)
     return _coverage(q, jnp.broadcast_to(score, q.shape), m, k)
@@ -166,16 +166,16 @@ def _effective_temperature(q, x, iters):
     fin = jnp.isfinite(x)
     xs = jnp.where(fin, x, 0.0)
     qs = jnp.where(fin, q, 0.0)
-    target = jnp.sum(qs * xs, axis=-1, keepdims=True) / jnp.sum(qs, axis=-1, keepdims=True)
+    target = row_sum(qs * xs) / row_sum(qs)
     xmax = jnp.max(jnp.where(fin, x, -jnp.inf), axis=-1, keepdims=True)
     n = jnp.sum(fin, axis=-1, keepdims=True)
-    mean = jnp.sum(xs, axis=-1, keepdims=True) / jnp.maximum(n, 1)
+    mean = row_sum(xs) / jnp.maximum(n, 1)
     spread = jnp.maximum(xmax - mean, jnp.finfo(q.dtype).tiny)
     xc = jnp.where(fin, x - xmax, -jnp.inf)  # ≤ 0
 
     def mean_at(logb):
-        w = jax.nn.softmax(jnp.exp(logb) * xc, axis=-1)
-        return jnp.sum(jnp.where(fin, w * xs, 0.0), axis=-1, keepdims=True)
+        w = masked_softmax(jnp.exp(logb) * xc, fin)
+        return row_sum(jnp.where(fin, w * xs, 0.0))
 
     lo = -jnp.log(spread) - 12 * jnp.log(10.0)
     hi = -jnp.log(spread) + 12 * jnp.log(10.0)

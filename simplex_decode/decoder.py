@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
+from ._numerics import row_sum
 from ._pytree import params_ok, pytree_dataclass, set_field
 from ._select import argmax
 from .objective import Objective, as_logits
@@ -48,6 +49,9 @@ class Decoder:
     ``ValueError`` in eager calls; under ``jit`` wrap the jitted function with
     :func:`checked` to raise, otherwise the row's ``q`` is all zeros and its sampled id is
     ``-1`` (never NaN, never a fallback or a default value).
+    The solution itself is checked too: a row whose ``q`` is not finite, has a negative
+    entry, puts mass off the support or does not sum to 1 (to :func:`simplex_tolerance`)
+    gets ``Status.INVALID_SOLUTION`` — it is never returned as OK.
 
     Example:
       >>> import jax, jax.numpy as jnp, simplex_decode as sd
@@ -108,6 +112,11 @@ class Decoder:
 
     def solve(self, logits, *, history=None, history_mask=None, second_logits=None, key=None,
               state=None) -> Solution:
+        """The :class:`Solution` (``q``, per-row ``status``, ``stats``) on ``logits``.
+
+        ``stats["stage"]`` is the index (into ``objective.stage_names``) of the transform
+        or rule after which a row went bad, ``-1`` for none (or the logits themselves).
+        """
         problem = self.objective.prepare(logits, history=history, history_mask=history_mask,
                                          second_logits=second_logits, key=key, state=state)
         q, stats = self.solver(self.objective, problem)
@@ -116,18 +125,26 @@ class Decoder:
         # the solver's declared parameters (a traced per-row step size), as prepare does the objective's
         solver_ok = params_ok(self.solver, status.shape, problem.scores.shape[-1])
         status = jnp.where(solver_ok, status, Status.INVALID_PARAMETER)
+        if "infeasible" in stats:
+            # the constraints admit no distribution (a cap c with c·|support| < 1)
+            status = jnp.where((status == Status.OK) & stats["infeasible"], Status.INFEASIBLE, status)
         if "converged" in stats:
             # an iterative solver that stopped short of its tolerance: reported, not used
             late = (status == Status.OK) & ~(stats["converged"] | problem.greedy)
             status = jnp.where(late, Status.NOT_CONVERGED, status).astype(status.dtype)
+        status = jnp.where((status == Status.OK) & ~on_simplex(q, problem.mask), Status.INVALID_SOLUTION, status)
+        status = status.astype(problem.status.dtype)
         ok = status == Status.OK
         q = jnp.where(ok[..., None], q, 0.0)
-        return Solution(q=q, status=status, stats=stats)
+        return Solution(q=q, status=status, stats={**stats, "stage": problem.stage})
+
+    def _raise_on_bad_rows(self, status, stage):
+        raise_on_bad_rows(status, stage, self.objective.stage_names)
 
     def probs(self, logits, *, history=None, history_mask=None, second_logits=None, key=None, state=None):
         sol = self.solve(logits, history=history, history_mask=history_mask, second_logits=second_logits,
                          key=key, state=state)
-        raise_on_bad_rows(sol.status)
+        self._raise_on_bad_rows(sol.status, sol.stats["stage"])
         return sol.q
 
     def sample(self, key, logits, *, num_samples=None, history=None, history_mask=None, second_logits=None,
@@ -149,7 +166,7 @@ class Decoder:
         if not self.objective.terms and isinstance(self.solver, (Auto, ClosedForm)):
             # The linear problem: its optimum is the argmax, no distribution to draw from.
             problem = self.objective.prepare(logits, **inputs)
-            raise_on_bad_rows(problem.status)
+            self._raise_on_bad_rows(problem.status, problem.stage)
             ids = argmax(jnp.where(problem.mask, problem.scores, -jnp.inf))
             ids = jnp.where(problem.status == Status.OK, ids, -1)
             out = ids if num_samples is None else jnp.repeat(ids[..., None], num_samples, axis=-1)
@@ -159,9 +176,24 @@ class Decoder:
                 state = self.update(state, jax.nn.one_hot(ids, problem.scores.shape[-1]), ids)
             return out, state
         sol = self.solve(logits, **inputs)
-        raise_on_bad_rows(sol.status)
+        self._raise_on_bad_rows(sol.status, sol.stats["stage"])
         ids = sample_from_probs(key, sol.q, num_samples=num_samples, method=method, valid=sol.status == Status.OK)
         return ids if state is None else (ids, self.update(state, sol.q, ids))
+
+
+def simplex_tolerance(dtype) -> float:
+    """How far from 1 a row of ``q`` may sum and still count as a distribution: 1e-4 in
+    float32 (about 840 ulps: far above the rounding of any solver, far below any real
+    error), 1e-10 in float64."""
+    return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-4
+
+
+def on_simplex(q, mask):
+    """Per row: ``q`` is finite, ``≥ 0``, zero off ``mask`` and sums to 1 (to
+    :func:`simplex_tolerance`). One pass: every bad entry is NaN in the sum."""
+    good = (q >= 0) & (mask | (q == 0))
+    total = row_sum(jnp.where(good, q, jnp.nan), keepdims=False)
+    return jnp.abs(total - 1.0) <= simplex_tolerance(q.dtype)
 
 
 def checked(fn):

@@ -22,7 +22,7 @@ Every transform here maps scores to scores (``s ← T(s; history)``); ``-inf`` b
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 
@@ -106,7 +106,9 @@ class RepetitionPenalty(ScoreTransform):
     once per token, not per occurrence): ``s_v ← s_v / penalty`` if ``s_v > 0`` and
     ``s_v · penalty`` otherwise. ``penalty > 1`` discourages repetition, ``< 1``
     encourages it, ``1`` is a no-op. ``prompt_length`` (per row, optional) skips each
-    row's first real entries (transformers' ``prompt_ignore_length``).
+    row's first real entries (transformers' ``prompt_ignore_length``). Sign-dependent, so
+    not shift-equivariant: a row that overflows here (or after a temperature placed before
+    it) is reported as ``Status.NONFINITE_SCORES``, not recomputed from shifted scores.
 
     Example:
       >>> import jax.numpy as jnp, simplex_decode as sd
@@ -143,6 +145,7 @@ class FrequencyPenalty(ScoreTransform):
 
     penalty: Any = _penalty()
     prompt_length: Any = _prompt_length()
+    shift_equivariant: ClassVar[bool] = True
 
     def __call__(self, scores, ctx):
         counts = _counts("FrequencyPenalty", scores, ctx, self.prompt_length).astype(scores.dtype)
@@ -160,6 +163,7 @@ class PresencePenalty(ScoreTransform):
 
     penalty: Any = _penalty()
     prompt_length: Any = _prompt_length()
+    shift_equivariant: ClassVar[bool] = True
 
     def __call__(self, scores, ctx):
         seen = _counts("PresencePenalty", scores, ctx, self.prompt_length) > 0
@@ -187,6 +191,8 @@ class NoRepeatNGram(ScoreTransform):
     """
 
     n: int = param(3, lo=1, integer=True, static=True, doc="the n-gram length")
+    shift_equivariant: ClassVar[bool] = True
+    bans: ClassVar[bool] = True
 
     def banned(self, history, mask, vocab_size):
         """Bool ``(..., V)``: the tokens that would repeat an n-gram."""
@@ -234,6 +240,8 @@ class BanTokens(ScoreTransform):
     """
 
     ids: Any = _ids()
+    shift_equivariant: ClassVar[bool] = True
+    bans: ClassVar[bool] = True
 
     def __call__(self, scores, ctx):
         return jnp.where(_id_mask(self.ids, scores), -jnp.inf, scores)
@@ -246,6 +254,8 @@ class AllowTokens(ScoreTransform):
     and gets the empty-support status, never a silent fallback."""
 
     ids: Any = _ids()
+    shift_equivariant: ClassVar[bool] = True
+    bans: ClassVar[bool] = True
 
     def __call__(self, scores, ctx):
         return jnp.where(_id_mask(self.ids, scores), scores, -jnp.inf)
@@ -274,6 +284,8 @@ class MinNewTokens(ScoreTransform):
     n: Any = param(lo=0, integer=True, doc="per row: the minimum number of new tokens")
     eos_id: Any = param(lo=0, hi="V-1", integer=True, axis="list", doc="the end id (or ids)")
     prompt_length: Any = _prompt_length(0)
+    shift_equivariant: ClassVar[bool] = True
+    bans: ClassVar[bool] = True
 
     def num_generated(self, ctx):
         """Per row: the real history entries after the prompt (``(...,)``, int32)."""

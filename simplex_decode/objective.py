@@ -9,16 +9,38 @@ with ``s = T_n(… T_1(logits))`` (``transforms``), the terms ``φ_j`` with weig
 (``terms``; each term carries its ``weight``) and ``S`` the intersection of the support
 rules applied in order (``support``). An Objective is an immutable pytree: numeric
 parameters are leaves, so new values (or per-row arrays of them) reuse one compilation.
+
+Status is computed at every stage of :meth:`Objective.prepare`, per row, and the first
+stage that fails is recorded (``Problem.stage``, an index into
+:meth:`Objective.stage_names`) so that errors name it:
+
+* the logits: NaN or ``+inf`` → ``NONFINITE_LOGITS``; every logit ``−inf`` → ``EMPTY_SUPPORT``;
+* after each transform: NaN or ``+inf`` from finite scores, or a row with finite scores
+  left with none, → ``NONFINITE_SCORES`` — unless the transform bans tokens on purpose
+  (``ScoreTransform.bans``: then no allowed token is ``EMPTY_SUPPORT``);
+* after each support rule (and the KL terms' references): no token left → ``EMPTY_SUPPORT``.
+
+Every solver and rule is invariant to adding a constant to a row of scores, and prepare
+uses it where the chain allows (every transform from that point on declares
+``ScoreTransform.shift_equivariant``): before a transform that rescales (a temperature)
+each row is shifted to a maximum of 0, so ``(s − max s) / t`` keeps every difference and
+never overflows; a row on which any other transform overflows (a bias added to logits
+near the float maximum) is recomputed from its scores shifted by their maximum — only
+when some row needs it, and row by row. A sign-dependent transform (CTRL's
+``RepetitionPenalty``) from that point on cannot be shifted, and its overflow is
+reported. ``Problem.scores`` of a tempered chain are therefore the tempered logits up to
+a per-row constant.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
+from ._numerics import masked_log_softmax, row_shift
 from ._pytree import params_ok, per_row, pytree_dataclass, require, set_field
 from .scores import ScoreTransform
 from .stateful import Stateful, component_keys
@@ -61,6 +83,7 @@ class Problem(NamedTuple):
     greedy: Any  # rows decoded by argmax (temperature 0), bool (...,)
     status: Any  # Status code per row, int32 (...,)
     ctx: Context
+    stage: Any = None  # first failing stage per row (Objective.stage_names), -1: none / the logits
 
 
 def compute_dtype(dtype):
@@ -201,6 +224,14 @@ class Objective:
         return all(t.separable for t in self.terms)
 
     @property
+    def stage_names(self) -> tuple[str, ...]:
+        """Names of the stages of :meth:`prepare`, indexed by ``Problem.stage``: the
+        transforms, then the support rules, then the terms' reference supports."""
+        names = [f"transform {i} ({type(t).__name__})" for i, t in enumerate(self.transforms)]
+        names += [f"support rule {j} ({type(r).__name__})" for j, r in enumerate(self.support)]
+        return (*names, "the KL terms' references")
+
+    @property
     def stateful(self) -> tuple:
         """The components that carry state (transforms, then support rules), in order."""
         return tuple(c for c in self.transforms + self.support if isinstance(c, Stateful))
@@ -262,33 +293,43 @@ class Objective:
         x = jnp.where(nonfinite[..., None], 0.0, x)
         ctx = Context(
             logits=x,
-            log_model=jax.nn.log_softmax(x, axis=-1),
+            log_model=masked_log_softmax(x, x > -jnp.inf),
             history=history,
             history_mask=history_mask,
             second_logits=second_logits,
         )
         bind = self._binder(ctx, batch, key, state)
+        # The first failure of a row wins: parameters, logits, then each stage in turn.
+        flags = _Flags(jnp.full(batch, Status.OK, jnp.int32), jnp.full(batch, -1, jnp.int32))
+        flags = flags.set(~args_ok, Status.INVALID_PARAMETER, -1)
+        flags = flags.set(nonfinite, Status.NONFINITE_LOGITS, -1)
+        flags = flags.set(~jnp.any(x > -jnp.inf, axis=-1), Status.EMPTY_SUPPORT, -1)
         s = x
         greedy = jnp.zeros(batch, bool)
+        n_t = len(self.transforms)
         for i, t in enumerate(self.transforms):
-            s = t(s, bind(i, t))
+            shiftable = all(u.shift_equivariant for u in self.transforms[i:])
+            if shiftable and t.rescales:  # (s − max s) / t: exact differences, no overflow
+                s = s - row_shift(s, s > -jnp.inf)
+            s, overflow, banned = _transform(t, s, bind(i, t), shiftable)
+            flags = flags.set(overflow, Status.NONFINITE_SCORES, i).set(banned, Status.EMPTY_SUPPORT, i)
             g = t.greedy_rows(batch)
             if g is not None:
                 greedy = greedy | g
         mask = s > -jnp.inf
-        for i, rule in enumerate(self.support):
-            mask = rule(s, mask, bind(len(self.transforms) + i, rule))
+        for j, rule in enumerate(self.support):
+            new = rule(s, mask, bind(n_t + j, rule))
+            flags = flags.set(jnp.any(mask, axis=-1) & ~jnp.any(new, axis=-1), Status.EMPTY_SUPPORT, n_t + j)
+            mask = new
+        before = mask
         for term in self.terms:
             # A KL term with weight > 0 forbids tokens its reference gives zero mass.
             if hasattr(term, "log_reference"):
                 w = per_row(term.weight, batch)
                 mask = mask & ((w == 0) | (term.log_reference(ctx) > -jnp.inf))
-        empty = ~jnp.any(mask, axis=-1)
-        status = jnp.where(
-            nonfinite, Status.NONFINITE_LOGITS, jnp.where(empty, Status.EMPTY_SUPPORT, Status.OK)
-        ).astype(jnp.int32)
-        status = jnp.where(args_ok, status, Status.INVALID_PARAMETER).astype(jnp.int32)
-        return Problem(scores=s, mask=mask, greedy=greedy, status=status, ctx=ctx)
+        stage_refs = n_t + len(self.support)
+        flags = flags.set(jnp.any(before, axis=-1) & ~jnp.any(mask, axis=-1), Status.EMPTY_SUPPORT, stage_refs)
+        return Problem(scores=s, mask=mask, greedy=greedy, status=flags.status, ctx=ctx, stage=flags.stage)
 
     def value(self, q, problem: Problem):
         """The objective ``<q, s> + Σ c_j φ_j(q)`` per row (``-inf`` off the support)."""
@@ -299,3 +340,43 @@ class Objective:
             val = val + jnp.where(c > 0, c * term.value(q, problem.ctx), 0.0)
         off = jnp.any((q > 0) & ~problem.mask, axis=-1)
         return jnp.where(off, -jnp.inf, val)
+
+
+class _Flags(NamedTuple):
+    """Per-row status and the stage that set it; the first failure of a row wins."""
+
+    status: Any
+    stage: Any
+
+    def set(self, bad, code, stage) -> _Flags:
+        new = (self.status == Status.OK) & bad
+        return _Flags(
+            jnp.where(new, jnp.int32(code), self.status),
+            jnp.where(new, jnp.int32(stage), self.stage),
+        )
+
+
+def _check_transform(before, after, bans):
+    """Per row: ``(overflow, banned)`` — NaN/``+inf`` in the output, or a row with a finite
+    score left with none (``banned`` when the transform bans on purpose, else overflow)."""
+    bad = jnp.any(jnp.isnan(after) | (after == jnp.inf), axis=-1)
+    dead = jnp.any(before > -jnp.inf, axis=-1) & ~jnp.any(after > -jnp.inf, axis=-1)
+    return (bad | dead, jnp.zeros_like(dead)) if not bans else (bad, dead & ~bad)
+
+
+def _transform(t, s, ctx, shiftable):
+    """``t(s)`` and its per-row ``(overflow, banned)`` flags. When ``shiftable`` (``t`` and
+    every later transform are shift-equivariant), rows that overflow are recomputed from
+    ``s − max s`` — only when some row needs it, and row by row."""
+    out = t(s, ctx)
+    overflow, banned = _check_transform(s, out, t.bans)
+    if not shiftable:
+        return out, overflow, banned
+
+    def retry(out, overflow, banned):
+        again = t(s - row_shift(s, s > -jnp.inf), ctx)
+        out = jnp.where(overflow[..., None], again, out)
+        o2, b2 = _check_transform(s, out, t.bans)
+        return out, o2, b2
+
+    return lax.cond(jnp.any(overflow), retry, lambda *a: a, out, overflow, banned)

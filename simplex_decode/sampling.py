@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._numerics import row_sum
 from ._select import argmax
 
 __all__ = ["row_keys", "sample_from_probs", "check_sample_args"]
@@ -89,9 +90,10 @@ def _inverse_cdf_row(key, q, k):
     V = q.shape[-1]
     bs = min(_BLOCK, V)
     nf = V // bs
-    bsum = jnp.sum(q[: nf * bs].reshape(nf, bs), axis=-1)
+    # row_sum: the block sums (and so the ids) do not depend on the batch the row is in
+    bsum = row_sum(q[: nf * bs].reshape(nf, bs), keepdims=False)
     if nf * bs < V:
-        bsum = jnp.concatenate([bsum, jnp.sum(q[nf * bs :], keepdims=True)])
+        bsum = jnp.concatenate([bsum, row_sum(q[nf * bs :])])
     nb = bsum.shape[0]
     cb = jnp.cumsum(bsum)
     total = cb[-1]

@@ -82,37 +82,58 @@ _SUBJECTS = {
 Status.MESSAGES = {int(k): v for k, v in _MESSAGES.items()}
 
 
-def status_error_message(status: np.ndarray) -> str | None:
-    """Human-readable error naming the first bad rows, or None when all rows are fine."""
+def status_error_message(status: np.ndarray, stage=None, stage_names=()) -> str | None:
+    """Human-readable error naming the first bad rows, or None when all rows are fine.
+
+    ``stage`` (same shape as ``status``) and ``stage_names`` (from
+    :attr:`Objective.stage_names <simplex_decode.Objective.stage_names>`) say after which
+    transform or rule each row went bad ("after transform 0 (Temperature)").
+    """
     status = np.asarray(status)
     if not np.any(status != Status.OK):
         return None
+    stage = None if stage is None else np.broadcast_to(np.asarray(stage), status.shape)
+
+    def where(sel):
+        if stage is None:
+            return ""
+        found = sorted({int(i) for i in np.ravel(stage[sel]) if 0 <= int(i) < len(stage_names)})
+        return " after " + ", ".join(stage_names[i] for i in found) if found else ""
+
     if status.ndim == 0:
         code = Status(int(status))
-        return f"{code.subject}: {code.message}"
+        return f"{code.subject}{where(...)}: {code.message}"
     lines = []
     for code in np.unique(status[status != Status.OK]):
         code = Status(int(code))
-        rows = [tuple(int(i) for i in r) for r in np.argwhere(status == code)[:5]]
+        sel = status == code
+        rows = [tuple(int(i) for i in r) for r in np.argwhere(sel)[:5]]
         rows_s = ", ".join(str(r[0]) if len(r) == 1 else str(r) for r in rows)
-        lines.append(f"{code.subject}: logits rows [{rows_s}]: {code.message}")
+        lines.append(f"{code.subject}: logits rows [{rows_s}]{where(sel)}: {code.message}")
     return "; ".join(lines)
 
 
-def raise_on_bad_rows(status) -> None:
-    """Raise ``ValueError`` naming the bad rows (eager), or add a ``checkify`` check (traced)."""
-    if is_concrete(status):
-        msg = status_error_message(status)
+def raise_on_bad_rows(status, stage=None, stage_names=()) -> None:
+    """Raise ``ValueError`` naming the bad rows (eager), or add a ``checkify`` check (traced).
+
+    ``stage``/``stage_names``: where each row went bad (see :func:`status_error_message`).
+    """
+    if is_concrete(status) and (stage is None or is_concrete(stage)):
+        msg = status_error_message(status, stage, stage_names)
         if msg is not None:
             raise ValueError(msg)
     else:
         flat = status.reshape(-1)
         first = jnp.argmax(flat != Status.OK)
+        at = jnp.full(flat.shape, -1, jnp.int32) if stage is None else jnp.broadcast_to(stage, status.shape).reshape(-1)
+        stages = "; ".join(f"{i}: {n}" for i, n in enumerate(stage_names))
         checkify.debug_check(
             jnp.all(flat == Status.OK),
             "invalid logits: row {} (flattened) has status {} ("
             + ", ".join(f"{int(c)}: {c.name}" for c in Status if c != Status.OK)
-            + ")",
+            + "), first failing stage {}"
+            + (f" ({stages})" if stages else ""),
             first,
             flat[first],
+            at[first],
         )

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._numerics import masked_exp, masked_max, row_sum, softmax_stats
 from ._pytree import check_range, param, per_row, pytree_dataclass
 from ._select import KCAP, tie_cut, topk_mask
 from ._window import BLOCK, WINDOW_BLOCKS, choose, window
@@ -38,14 +39,6 @@ class SupportRule:
 def _row(x, like):
     """Per-row parameter broadcast to ``like``'s batch shape plus a trailing axis."""
     return per_row(x, like.shape[:-1])
-
-
-def _masked_exp(x, mask):
-    """exp(x - max) on the mask (0 elsewhere); the max entry is exactly 1."""
-    xm = jnp.where(mask, x, -jnp.inf)
-    m = jnp.max(xm, axis=-1, keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    return jnp.where(mask, jnp.exp(xm - m), 0.0)
 
 
 def _float_bits(dtype):
@@ -128,11 +121,15 @@ def _tie_keep(n_tie, below, tail, t):
     """How many tokens tied at probability ``t`` the nucleus keeps.
 
     Ties are ranked lowest id first, i.e. last in ascending order: the tie of rank j
-    (0-based) is kept iff ``below + (n_tie − j)·t > tail``.
+    (0-based) is kept iff ``below + (n_tie − j)·t > tail``. The first token of the ranking
+    has no mass before it and is always kept: when ``t`` is the row's largest ``e`` (which
+    is exactly 1) at least one tie is kept, even where ``p·Z`` is below the resolution of
+    ``Z`` (``p`` of 1e-7 on a flat row) and the rounded tail mass says otherwise.
     """
     safe_t = jnp.where(t > 0, t, 1.0)
     r = jnp.ceil(n_tie.astype(t.dtype) - (tail - below) / safe_t)
-    return jnp.clip(r, 0, n_tie).astype(jnp.int32)
+    first = (t >= 1.0).astype(jnp.int32)
+    return jnp.clip(r.astype(jnp.int32), first, n_tie)
 
 
 def _nucleus_threshold(e, tail, small):
@@ -147,11 +144,11 @@ def _nucleus_threshold(e, tail, small):
     """
 
     def tail_mass_exceeds(thr):
-        return small + jnp.sum(jnp.where(e <= thr, e, 0.0), axis=-1, keepdims=True) > tail
+        return small + row_sum(jnp.where(e <= thr, e, 0.0)) > tail
 
     x_star = bisect_smallest_true(tail_mass_exceeds, 1.0, e.dtype, e.shape[:-1])
     t = jnp.min(jnp.where(e >= x_star, e, jnp.inf), axis=-1, keepdims=True)
-    below = small + jnp.sum(jnp.where(e < t, e, 0.0), axis=-1, keepdims=True)
+    below = small + row_sum(jnp.where(e < t, e, 0.0))
     return t, below
 
 
@@ -162,10 +159,9 @@ def _nucleus_ties(e, valid, t, below, tail, ids):
 
 
 class _Candidates(NamedTuple):
-    win: Any  # the Window of the masked scores
+    cand: Any  # the Candidates of the masked scores (values, ids, rest)
     m: Any  # the row max (shift of e)
-    vals: Any  # the candidate scores (the KCAP + 1 largest of the window, or all of it)
-    ev: Any  # exp(vals − m) where above `rest`, else 0: every entry with e > rest
+    ev: Any  # exp(values − m) where above `rest`, else 0: every entry with e > rest
     rest: Any  # e of the largest entry that is not a candidate (an upper bound)
     small: Any  # Σ e over the entries with e ≤ rest (the non-candidates and ties of rest)
 
@@ -187,17 +183,14 @@ def _candidates(xm, e, tier=TIERS[0]):
     win = window(xm, fill=-jnp.inf, block=block, n_select=n_select) if xm.dtype == jnp.float32 else None
     if win is None:
         return None
-    (wx,) = win.values
-    m = jnp.max(wx, axis=-1, keepdims=True)  # the row max lies in the window
+    # the whole window, or its kcap largest entries (a cheaper search on fewer candidates)
+    cand = win.all() if kcap is None else win.top(kcap)
+    m = masked_max(cand.values, cand.values > -jnp.inf)  # the row max lies in the window
     m = jnp.where(jnp.isfinite(m), m, 0.0)
-    if kcap is None:  # the whole window is the candidate set
-        vals, rest = wx, jnp.exp(win.outside - m)
-    else:  # its kcap largest entries (a cheaper threshold search on a small window)
-        vals = lax.top_k(wx, min(kcap, wx.shape[-1] - 1) + 1)[0]  # values only: XLA's fast top-k
-        rest = jnp.exp(jnp.maximum(win.outside, jnp.min(vals, axis=-1, keepdims=True)) - m)
-    small = jnp.sum(jnp.where(e <= rest, e, 0.0), axis=-1, keepdims=True)
-    ev = jnp.exp(vals - m)
-    return _Candidates(win, m, vals, jnp.where(ev > rest, ev, 0.0), rest, small)
+    rest = jnp.exp(cand.rest - m)
+    small = row_sum(jnp.where(e <= rest, e, 0.0))
+    ev = jnp.exp(cand.values - m)
+    return _Candidates(cand, m, jnp.where(ev > rest, ev, 0.0), rest, small)
 
 
 def nucleus_mask(x, p, mask):
@@ -205,38 +198,45 @@ def nucleus_mask(x, p, mask):
 
     The threshold is searched among the candidates of each of :data:`TIERS` in turn,
     the first whose left-out mass is at most the tail ``(1 − p)·Z`` (then the cut lies
-    among its candidates), and over the whole row when none qualifies.
+    among its candidates), and over the whole row when none qualifies — decided row by
+    row: a row's cut never depends on the path its neighbours take.
     """
-    e = _masked_exp(x, mask)
-    z = jnp.sum(e, axis=-1, keepdims=True)
+    e = masked_exp(x, mask)
+    z = row_sum(e)
     tail = (1.0 - p.astype(e.dtype)) * z
+    no_veto = jnp.zeros(tail.shape, bool)
 
-    def cut_from(x, e, tail, mask, tiers=TIERS):
-        """(t, cut) from the first tier whose candidates provably hold the cut."""
+    def cut_from(veto, x, e, tail, mask, tiers=TIERS):
+        """(t, cut) from the first tier whose candidates provably hold the cut (rows in
+        ``veto`` are known not to fit this tier and skip it)."""
         c = _candidates(jnp.where(mask, x, -jnp.inf), e, tiers[0]) if tiers else None
         if c is None:
             if tiers:  # the row is too short for this tier's window
-                return cut_from(x, e, tail, mask, tiers[1:])
+                return cut_from(no_veto, x, e, tail, mask, tiers[1:])
             t, below = _nucleus_threshold(e, tail, jnp.zeros_like(tail))
             return t, _nucleus_ties(e, mask, t, below, tail, None)
         t_w, below_w = _nucleus_threshold(c.ev, tail, c.small)
-        wx = c.win.values[0]
-        wvalid = wx > -jnp.inf
-        we = jnp.where(wvalid, jnp.exp(wx - c.m), 0.0)
-        cut_w = _nucleus_ties(we, wvalid, t_w, below_w, tail, c.win.ids)
+        cut_w = _nucleus_ties(c.ev, c.ev > 0, t_w, below_w, tail, c.cand.ids)
         # small <= tail: the cut lies strictly above `rest`, among the candidates
-        wider = functools.partial(cut_from, tiers=tiers[1:])
+        fits = (c.small <= tail) & ~veto
+        wider = functools.partial(cut_from, no_veto, tiers=tiers[1:])
         if len(tiers) >= 2:
-            # Skip a tier that cannot hold some row's nucleus: beyond the candidates it
-            # needs mass (z − tail) − Σ candidates from tokens of at most `rest` each.
+            # A row cannot fit the next tier when, beyond these candidates, its nucleus
+            # needs more mass (z − tail − Σ candidates) than the next window's entries of
+            # at most `rest` each can carry: it skips that tier, and when every row that
+            # is not served here is such a row, the tier is not computed at all.
             block, n_select, _ = tiers[1]
-            need = jnp.maximum(z - tail - jnp.sum(c.ev, axis=-1, keepdims=True), 0.0)
-            hopeless = jnp.any(need > c.rest * (n_select * block))
-            skip = functools.partial(cut_from, tiers=tiers[2:])
-            wider = functools.partial(lax.cond, hopeless, skip, wider)
-        return choose(c.small <= tail, (t_w, cut_w), wider, x, e, tail, mask)
+            need = jnp.maximum(z - tail - row_sum(c.ev), 0.0)
+            hopeless = need > c.rest * (n_select * block)
+            skip = functools.partial(cut_from, no_veto, tiers=tiers[2:])
+            next_tier = functools.partial(cut_from, hopeless, tiers=tiers[1:])
 
-    t, cut = cut_from(x, e, tail, mask)
+            def wider(*ops, fits=fits, hopeless=hopeless, skip=skip, next_tier=next_tier):
+                return lax.cond(jnp.all(fits | hopeless), skip, next_tier, *ops)
+
+        return choose(fits, (t_w, cut_w), wider, x, e, tail, mask)
+
+    t, cut = cut_from(no_veto, x, e, tail, mask)
     ids = lax.broadcasted_iota(jnp.int32, e.shape, e.ndim - 1)
     return mask & ((e > t) | ((e == t) & (ids <= cut)))
 
@@ -253,8 +253,8 @@ class MinP(SupportRule):
     from_model: bool = _from_model()
 
     def __call__(self, scores, mask, ctx):
-        e = _masked_exp(_from(self, scores, ctx), mask)
-        probs = e / jnp.sum(e, axis=-1, keepdims=True)
+        e = masked_exp(_from(self, scores, ctx), mask)
+        probs = e / row_sum(e)
         top = jnp.max(probs, axis=-1, keepdims=True)
         return mask & (probs >= _row(self.p, e).astype(e.dtype) * top)
 
@@ -296,24 +296,9 @@ class Mask(SupportRule):
 # untransformed model logits with ``from_model=True``. Each keeps at least one token.
 
 
-def _log_probs(x, mask):
-    """``(p, log p, H)`` of ``softmax(x)`` restricted to ``mask`` (``log p = -inf`` off it)."""
-    e = _masked_exp(x, mask)
-    z = jnp.sum(e, axis=-1, keepdims=True)
-    xm = jnp.where(mask, x, -jnp.inf)
-    m = jnp.max(xm, axis=-1, keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    safe_z = jnp.where(z > 0, z, 1.0)
-    logp = jnp.where(mask, xm - m - jnp.log(safe_z), -jnp.inf)
-    p = e / safe_z
-    ent = -jnp.sum(jnp.where(p > 0, p * jnp.where(p > 0, logp, 0.0), 0.0), axis=-1, keepdims=True)
-    return p, logp, ent, e, z
-
-
 def _keep_max(x, mask):
     """Every token tied at the highest score in the mask (transformers' min_tokens_to_keep=1)."""
-    xm = jnp.where(mask, x, -jnp.inf)
-    return mask & (xm == jnp.max(xm, axis=-1, keepdims=True))
+    return mask & (x == masked_max(x, mask))
 
 
 @pytree_dataclass
@@ -340,7 +325,7 @@ class Typical(SupportRule):
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
-        _, logp, ent, e, z = _log_probs(x, mask)
+        _, logp, ent, e, z = softmax_stats(x, mask)
         dist = jnp.where(mask, jnp.abs(-logp - ent), jnp.inf)
         hi = jnp.max(jnp.where(mask, dist, 0.0), axis=-1, keepdims=True)
         tail = (1.0 - _row(self.p, e).astype(e.dtype)) * z
@@ -349,7 +334,7 @@ class Typical(SupportRule):
             """Smallest t with (small + mass of e at distance > t) <= tail."""
 
             def tail_small_enough(t):
-                return small + jnp.sum(jnp.where(dist > t, e, 0.0), axis=-1, keepdims=True) <= tail
+                return small + row_sum(jnp.where(dist > t, e, 0.0)) <= tail
 
             return bisect_smallest_true(tail_small_enough, hi, e.dtype, e.shape[:-1])
 
@@ -364,7 +349,7 @@ class Typical(SupportRule):
             # ≥ log z − log rest, so its distance is ≥ d_out; below d_out the mass with
             # dist > t is `small` plus candidates, exactly, and t* < d_out certifies it.
             safe_z = jnp.where(z > 0, z, 1.0)
-            logp_c = c.vals - c.m - jnp.log(safe_z)
+            logp_c = c.cand.values - c.m - jnp.log(safe_z)
             dist_c = jnp.where(c.ev > 0, jnp.abs(-logp_c - ent), jnp.inf)
 
             t_w = threshold(dist_c, c.ev, c.small, tail, hi)
@@ -386,7 +371,7 @@ class Epsilon(SupportRule):
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
-        p, _, _, _, _ = _log_probs(x, mask)
+        p = softmax_stats(x, mask).p
         eps = _row(self.epsilon, p).astype(p.dtype)
         return mask & ((p >= eps) | _keep_max(x, mask))
 
@@ -402,7 +387,7 @@ class Eta(SupportRule):
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
-        p, _, ent, _, _ = _log_probs(x, mask)
+        p, _, ent, _, _ = softmax_stats(x, mask)
         eps = _row(self.epsilon, p).astype(p.dtype)
         eta = jnp.minimum(eps, jnp.sqrt(eps) * jnp.exp(-ent))
         return mask & ((p >= eta) | _keep_max(x, mask))
@@ -417,6 +402,8 @@ class TopNSigma(SupportRule):
     Invariant to temperature (both ``max`` and ``σ`` scale with it); it is usually applied
     to the raw logits: ``from_model=True`` reads them instead of the transformed scores.
     ``n = 0`` keeps only the maxima (llama.cpp instead treats ``n ≤ 0`` as "off").
+    The moments are taken of the scores divided by a power of two at least their largest
+    magnitude (an exact scaling), so rows near the float maximum never square to ``inf``.
     """
 
     n: Any = param(lo=0.0, doc="how many standard deviations below the max a token may be")
@@ -424,13 +411,15 @@ class TopNSigma(SupportRule):
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
-        xm = jnp.where(mask, x, 0.0)
+        amax = masked_max(jnp.abs(x), mask)
+        _, expo = jnp.frexp(jnp.where(jnp.isfinite(amax) & (amax > 0), amax, 1.0))
+        y = jnp.where(mask, jnp.ldexp(x, -expo), 0.0)  # |y| < 1, exactly x / 2^expo
         cnt = jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1).astype(x.dtype)
-        mean = jnp.sum(xm, axis=-1, keepdims=True) / cnt
-        var = jnp.sum(jnp.where(mask, (x - mean) ** 2, 0.0), axis=-1, keepdims=True) / cnt
-        top = jnp.max(jnp.where(mask, x, -jnp.inf), axis=-1, keepdims=True)
+        mean = row_sum(y) / cnt
+        var = row_sum(jnp.where(mask, (y - mean) ** 2, 0.0)) / cnt
+        top = masked_max(y, mask)
         n = _row(self.n, x).astype(x.dtype)
-        return mask & (x >= top - n * jnp.sqrt(var))
+        return mask & (y >= top - n * jnp.sqrt(var))
 
 
 @pytree_dataclass
@@ -452,7 +441,7 @@ class TopH(SupportRule):
         n = min(self.top_n, x.shape[-1])
         vals, idx = lax.top_k(x, n)
         ok = vals > -jnp.inf
-        p, logp, _, _, _ = _log_probs(vals, ok)
+        p, logp, _, _, _ = softmax_stats(vals, ok)
         terms = jnp.where(p > 0, -p * jnp.where(ok, logp, 0.0), 0.0)
         cum = jnp.cumsum(terms, axis=-1)
         # H(π) is the last cumulative sum itself, so h = 1 keeps all top_n tokens exactly
@@ -473,7 +462,7 @@ class TopA(SupportRule):
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
-        p, _, _, _, _ = _log_probs(x, mask)
+        p = softmax_stats(x, mask).p
         top = jnp.max(p, axis=-1, keepdims=True)
         return mask & ((p >= _row(self.a, p).astype(p.dtype) * top * top) | _keep_max(x, mask))
 

@@ -43,11 +43,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import jax
 import jax.numpy as jnp
 
+from ._numerics import xlogx as _xlogx
 from ._pytree import param, per_row, pytree_dataclass, require, set_field, static_field
 from ._select import topk_indices
+from ._window import scatter_ids, window
 
 __all__ = ["Term", "Entropy", "SquaredL2", "Tsallis", "KL", "Coverage", "Cap"]
 
@@ -57,42 +58,18 @@ def _w(x, like):
     return per_row(x, like.shape[:-1])
 
 
-def _xlogx(q):
-    safe = jnp.where(q > 0, q, 1.0)
-    return jnp.where(q > 0, q * jnp.log(safe), 0.0)
-
-
 def _top_m_ids(x, m: int, chunk: int = 256):
     """Ids of the ``m`` largest entries per row (largest first, lowest id on ties).
 
-    One pass over the row plus two small sorts: the row is cut into chunks of ``chunk``
-    entries; the ``m`` largest entries lie in the ``m`` chunks with the largest maxima
-    (each chunk maximum outside them is beaten by ``m`` others, ties by lower ids), so only
-    ``m·chunk`` candidates, kept in id order, go through ``lax.top_k`` (a full sort on XLA
-    CPU: of the whole row it would cost ~30 passes).
+    The ``m`` largest entries lie in the ``m`` blocks of ``chunk`` entries with the largest
+    maxima, so they are the top ``m`` of that candidate window (:mod:`._window`): one pass
+    over the row plus two small selections, exact without a certificate.
     """
-    V = x.shape[-1]
-    n = -(-V // chunk)
-    if m * chunk * 2 > V or n <= m:
+    win = window(x, fill=-jnp.inf, block=chunk, n_select=m) if 2 * m * chunk <= x.shape[-1] else None
+    if win is None:
         return topk_indices(x, m)
-    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n * chunk - V)], constant_values=-jnp.inf)
-    xc = x.reshape(x.shape[:-1] + (n, chunk))
-    _, cid = jax.lax.top_k(jnp.max(xc, axis=-1), m)
-    cid = jnp.sort(cid, axis=-1)  # candidates in id order: top_k then breaks ties by id
-    cand = jnp.take_along_axis(xc, cid[..., None], axis=-2).reshape(x.shape[:-1] + (m * chunk,))
-    _, j = jax.lax.top_k(cand, m)
-    return (jnp.take_along_axis(cid, j // chunk, axis=-1) * chunk + j % chunk).astype(jnp.int32)
-
-
-def _scatter_ones(shape, idx, dtype):
-    """An array of ``shape`` with 1 at ``idx`` (..., M) along the last axis, 0 elsewhere."""
-    V, M = shape[-1], idx.shape[-1]
-    n = 1
-    for d in shape[:-1]:
-        n *= d
-    rows = jnp.arange(n)[:, None]
-    out = jnp.zeros((n, V), dtype).at[rows, idx.reshape(n, M)].set(1.0)
-    return out.reshape(shape)
+    c = win.top(m)
+    return c.ids[..., :m]
 
 
 def _sums_to_one(who, r):
@@ -373,7 +350,7 @@ class Coverage(Term):
                 return jnp.exp(ctx.log_model)
             if self.top_m > V:
                 raise ValueError(f"Coverage: `top_m` must be an integer in [1, V={V}], got {self.top_m}")
-            return _scatter_ones(ctx.log_model.shape, _top_m_ids(ctx.log_model, self.top_m), ctx.logits.dtype)
+            return scatter_ids(jnp.zeros(ctx.log_model.shape, ctx.logits.dtype), _top_m_ids(ctx.log_model, self.top_m), 1.0)
         # (its shape was checked against the logits, naming it, by params_ok)
         return jnp.broadcast_to(self.weights.astype(ctx.logits.dtype), ctx.logits.shape)
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._numerics import entropy, log_softmax, row_sum, xlogx
 from ..status import Status
 
 
@@ -218,13 +219,13 @@ def safe_log(q):
 def step_diagnostics(q, logits):
     """Per-row diagnostics of one decoding step (float32, shape ``q.shape[:-1]``)."""
     q = q.astype(jnp.float32)
-    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    logq = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)), 0.0)
+    log_p = log_softmax(logits.astype(jnp.float32))
+    cross = jnp.where(q > 0, q * jnp.where(q > 0, log_p, 0.0), 0.0)
     return {
-        "entropy": -jnp.sum(q * logq, axis=-1),
+        "entropy": entropy(q),
         "support_size": jnp.sum(q > 0, axis=-1).astype(jnp.float32),
-        "kl_to_model": jnp.sum(jnp.where(q > 0, q * (logq - log_p), 0.0), axis=-1),
-        "model_entropy": -jnp.sum(jnp.exp(log_p) * log_p, axis=-1),
+        "kl_to_model": row_sum(xlogx(q) - cross, keepdims=False),
+        "model_entropy": entropy(jnp.exp(log_p)),
     }
 
 
@@ -287,7 +288,7 @@ def decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_new
         ok = st == Status.OK
         emit = active & ok
         tok = jnp.where(emit, ids, pad_id).astype(jnp.int32)
-        lp = take_ids(jax.nn.log_softmax(s.logits.astype(jnp.float32), axis=-1), ids)
+        lp = take_ids(log_softmax(s.logits.astype(jnp.float32)), ids)
         put = lambda buf, v: buf.at[:, s.t].set(jnp.where(emit, v, 0).astype(buf.dtype))  # noqa: E731
         hist = s.hist.at[rows, jnp.where(emit, s.hist_len, L)].set(tok, mode="drop")
         is_eos = emit & jnp.any(tok[:, None] == eos[None, :], axis=-1) if eos_ids else jnp.zeros_like(emit)

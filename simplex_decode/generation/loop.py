@@ -207,7 +207,7 @@ def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, state, se
             second_logits=None if second is None else second.reshape((B, K) + second.shape[1:]),
             key=step_keys, state=state,
         )
-        raise_on_bad_rows(sol.status)
+        raise_on_bad_rows(sol.status, sol.stats["stage"], decoder.objective.stage_names)
         ok = sol.status == Status.OK
         ids = sample_from_probs(step_keys, sol.q, valid=ok)
         state = decoder.update(state, sol.q, ids, valid=active.reshape(B, K))

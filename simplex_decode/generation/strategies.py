@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._numerics import log_softmax, softmax
 from ..status import Status
 from ._common import (
     batch_axes,
@@ -130,7 +131,7 @@ def _beam_jit(params, prompt, lengths, *, step, cache_fn, beam_width, max_new_to
     neg = jnp.float32(-jnp.inf)
 
     def body(s: _Beams) -> _Beams:
-        logp = jax.nn.log_softmax(s.logits.astype(jnp.float32), axis=-1).reshape(B, W, V)
+        logp = log_softmax(s.logits.astype(jnp.float32)).reshape(B, W, V)
         cand = (s.alive_lp[..., None] + logp).reshape(B, W * V)
         top_v, top_i = lax.top_k(cand, C)  # ties: lowest (beam, token) first
         beam, tok = top_i // V, (top_i % V).astype(jnp.int32)
@@ -282,7 +283,7 @@ def _lookahead_jit(params, prompt, lengths, *, step, cache_fn, depth, num_candid
         raise ValueError(f"num_candidates: must be <= the vocabulary size {last.shape[-1]}, got {c}")
 
     def select(t, logits, second, cache, pos, hist, hmask, active, threaded):
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        logp = log_softmax(logits.astype(jnp.float32))
         first_lp, cand = lax.top_k(logp, c)  # (B, c), best first, lowest id on ties
         score = first_lp.reshape(B * c)
         tokens = cand.reshape(B * c).astype(jnp.int32)
@@ -292,7 +293,7 @@ def _lookahead_jit(params, prompt, lengths, *, step, cache_fn, depth, num_candid
         def roll(i, carry):
             score, tokens, alive, bc = carry
             lg, bc, _ = model_step(step, params, tokens, bc, jnp.where(alive, branch_pos + i, -1))
-            lp = jax.nn.log_softmax(lg.astype(jnp.float32), axis=-1)
+            lp = log_softmax(lg.astype(jnp.float32))
             g = jnp.argmax(lp, axis=-1).astype(jnp.int32)
             score = score + jnp.where(alive, jnp.max(lp, axis=-1), 0.0)
             return score, g, alive & ~_is_eos(g, eos_ids), bc
@@ -417,7 +418,7 @@ def _cot_jit(params, prompt, lengths, *, step, cache_fn, num_branches, max_new_t
     first = first.reshape(B * k).astype(jnp.int32)
 
     def select(t, logits, second, cache, pos, hist, hmask, active, threaded):
-        p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        p = softmax(logits.astype(jnp.float32))
         top2 = lax.top_k(p, 2)[0]
         ids = jnp.where(t == 0, first, jnp.argmax(p, axis=-1).astype(jnp.int32))
         return ids, jnp.zeros(ids.shape, jnp.float32), _nonfinite_status(logits), {"margin": top2[:, 0] - top2[:, 1]}, threaded

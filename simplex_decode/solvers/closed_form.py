@@ -9,12 +9,17 @@ none, or every weight 0                one-hot argmax of ``s`` (lowest id on tie
 ``Tsallis(α, c)``                      ``α-entmax(s / c)``
 =====================================  ==============================================
 
+Every closed form is invariant to a shift of the scores, and each is computed on the
+scores shifted by their row maximum (the largest is 0): ``s / c`` and ``(α − 1)·z`` then
+never overflow for finite scores, however large ``|s|`` or small ``c``, and the threshold
+searches work at the scale of the solution (``τ ∈ [−1, 0]``), not of the logits.
+
 sparsemax and entmax find the threshold τ by bisection (no full sort) followed by an
-exact step (sparsemax: τ recomputed from the identified support; entmax:
-renormalisation); the bisection runs on the ``KCAP`` largest entries of a candidate
-window when every other entry provably lies at or below τ, else on the whole row,
-with ``custom_jvp`` derivatives from the support Jacobian ``diag(g) − g gᵀ / Σ g``,
-``g = q^{2−α}`` — never differentiated through the bisection.
+exact step (sparsemax: τ recomputed from the identified support; both: renormalisation,
+so q is on the simplex to rounding); the bisection runs on the ``KCAP`` largest entries
+of a candidate window when every other entry provably lies at or below τ, else on the
+whole row, with ``custom_jvp`` derivatives from the support Jacobian
+``diag(g) − g gᵀ / Σ g``, ``g = q^{2−α}`` — never differentiated through the bisection.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .._numerics import masked_softmax, row_shift, row_sum
 from .._pytree import per_row, pytree_dataclass
 from .._select import KCAP, argmax
-from .._window import choose, scatter, window
+from .._window import choose, window
 from ..terms import KL, Entropy, SquaredL2, Tsallis
 from .base import Solver
 
@@ -70,27 +76,22 @@ def _per_row(x, like):
     return per_row(x, like.shape[:-1], like.dtype)
 
 
-def _masked_softmax(z, mask):
-    z = jnp.where(mask, z, -jnp.inf)
-    m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    e = jnp.where(mask, jnp.exp(z - m), 0.0)
-    return e / jnp.sum(e, axis=-1, keepdims=True)
-
-
 def _bisect_iters(dtype):
     return 64 if jnp.dtype(dtype) == jnp.float64 else 34
 
 
 def _bisect_threshold(xm, am1, n):
-    """τ with Σ_v [xm_v − τ]_+^{1/am1} = 1 by bisection (``xm`` is −inf off the mask)."""
+    """τ with Σ_v [xm_v − τ]_+^{1/am1} = 1 by bisection (``xm`` is −inf off the mask and
+    shifted so that its largest entry is 0: the bracket ``[−1, −(1/n)^{am1}]`` is then
+    resolved to a few ulps of 1 whatever the magnitude of the scores)."""
     mx = jnp.max(xm, axis=-1, keepdims=True)
+    mx = jnp.where(jnp.isfinite(mx), mx, 0.0)
     lo = mx - 1.0
     hi = mx - (1.0 / jnp.maximum(n, 1.0)) ** am1
     inv = 1.0 / am1
 
     def total(tau):
-        return jnp.sum(jnp.maximum(xm - tau, 0.0) ** inv, axis=-1, keepdims=True)
+        return row_sum(jnp.maximum(xm - tau, 0.0) ** inv)
 
     def body(_, c):
         lo, hi = c
@@ -105,14 +106,15 @@ def _bisect_threshold(xm, am1, n):
 def _sparsemax_step(xm, tau):
     """Exact sparsemax threshold from the support ``xm > tau`` that bisection found."""
     supp = xm > tau
-    k = jnp.sum(supp, axis=-1, keepdims=True).astype(xm.dtype)
-    return (jnp.sum(jnp.where(supp, xm, 0.0), axis=-1, keepdims=True) - 1.0) / k
+    k = jnp.maximum(jnp.sum(supp, axis=-1, keepdims=True), 1).astype(xm.dtype)
+    return (row_sum(jnp.where(supp, xm, 0.0)) - 1.0) / k
 
 
 def _threshold_solution(x, am1, mask, output, *, exact_step=False):
     """``output(xm, τ)`` with τ solving Σ_v [x_v − τ]_+^{1/am1} = 1 over the mask
-    (x = (α−1)·z, ``xm`` = x masked with −inf); ``output`` maps entries to their
-    probabilities and must give 0 where ``xm ≤ τ``.
+    (x = (α−1)·z shifted so that its largest entry is 0, ``xm`` = x masked with −inf);
+    ``output`` maps entries to their probabilities, gives 0 where ``xm ≤ τ`` and
+    normalises them.
 
     τ is solved on the :data:`KCAP` largest entries of a candidate window when every
     other entry lies at or below the resulting τ (then it is the row's τ: they carry no
@@ -136,22 +138,23 @@ def _threshold_solution(x, am1, mask, output, *, exact_step=False):
     if win is None:
         return full_row(xm, am1)
     (wx,) = win.values
-    kcap = min(KCAP, wx.shape[-1] - 1)
-    vals = lax.top_k(wx, kcap + 1)[0]  # values only: XLA's fast top-k
-    cand = lax.broadcasted_iota(jnp.int32, vals.shape, vals.ndim - 1) < kcap
-    cx = jnp.where(cand, vals, -jnp.inf)
-    n_c = jnp.sum(cx > -jnp.inf, axis=-1, keepdims=True).astype(xm.dtype)
-    tau_w = solve(cx, am1, n_c)
-    rest = jnp.maximum(win.outside, jnp.min(vals, axis=-1, keepdims=True))
-    fits = (rest <= tau_w) & (n_c > 0)
-    return choose(fits, scatter(win, output(wx, tau_w)), full_row, xm, am1)
+    c = win.top(KCAP)
+    n_c = jnp.sum(c.values > -jnp.inf, axis=-1, keepdims=True).astype(xm.dtype)
+    tau_w = solve(c.values, am1, n_c)
+    fits = (c.rest <= tau_w) & (n_c > 0)
+    return choose(fits, win.scatter(output(wx, tau_w)), full_row, xm, am1)
+
+
+def _normalised(p):
+    return p / jnp.where(row_sum(p) > 0, row_sum(p), 1.0)
 
 
 @jax.custom_jvp
 def sparsemax(z, mask):
     """``argmax_{q ∈ Δ, supp ⊆ mask} <q, z> − ½‖q‖²`` (Euclidean projection of z)."""
+    x = jnp.where(mask, z - row_shift(z, mask), 0.0)
     return _threshold_solution(
-        z, jnp.ones_like(z[..., :1]), mask, lambda xm, tau: jnp.maximum(xm - tau, 0.0), exact_step=True
+        x, jnp.ones_like(z[..., :1]), mask, lambda xm, tau: _normalised(jnp.maximum(xm - tau, 0.0)), exact_step=True
     )
 
 
@@ -175,10 +178,11 @@ def entmax(z, alpha, mask):
     am1 = _per_row(alpha, z) - 1.0
 
     def output(xm, tau):
-        p = jnp.maximum(xm - tau, 0.0) ** (1.0 / am1)
-        return p / jnp.sum(p, axis=-1, keepdims=True)
+        return _normalised(jnp.maximum(xm - tau, 0.0) ** (1.0 / am1))
 
-    return _threshold_solution(jnp.where(mask, z, 0.0) * am1, am1, mask, output)
+    # shifted first: (α − 1)·z overflows for α > 2 and z near the float maximum
+    x = jnp.where(mask, z - row_shift(z, mask), 0.0) * am1
+    return _threshold_solution(x, am1, mask, output)
 
 
 @entmax.defjvp
@@ -210,22 +214,24 @@ def solve_closed_form(kind: str, terms, problem):
     s, mask, ctx = problem.scores, problem.mask, problem.ctx
     if kind == "argmax":
         return argmax_onehot(s, mask)
+    # shift-invariant: work on s − max s (≤ 0), so s / c cannot overflow
+    shifted = jnp.where(mask, s - row_shift(s, mask), -jnp.inf)
     if kind == "gibbs":
-        lam = jnp.zeros_like(s[..., :1])
-        num = s
-        for t in terms:
-            c = _weight(t, s)
-            lam = lam + c
-            if isinstance(t, KL):
-                logp = t.log_reference(ctx)
-                num = num + jnp.where(c > 0, c * jnp.where(mask, logp, 0.0), 0.0)
+        lam = sum((_weight(t, s) for t in terms), jnp.zeros_like(s[..., :1]))
         safe = jnp.where(lam > 0, lam, 1.0)
-        q = _masked_softmax(num / safe, mask)
+        # (s + Σ_j c_j log p_j) / λ with each c_j / λ ≤ 1: no term can overflow
+        num = shifted / safe
+        for t in terms:
+            if isinstance(t, KL):
+                c = _weight(t, s)
+                logp = t.log_reference(ctx)
+                num = num + jnp.where(c > 0, (c / safe) * jnp.where(mask, logp, 0.0), 0.0)
+        q = masked_softmax(num, mask)
         return greedy_where(lam <= 0, q, s, mask)
     (term,) = terms
     c = _weight(term, s)
     safe = jnp.where(c > 0, c, 1.0)
-    z = jnp.where(mask, s / safe, 0.0)
+    z = jnp.where(mask, shifted / safe, 0.0)
     if kind == "sparsemax":
         q = sparsemax(z, mask)
     elif kind == "entmax":

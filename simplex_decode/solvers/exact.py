@@ -43,8 +43,9 @@ largest maxima: one pass and two small top-k's), solves ``Σ_{v∈C} q_v(ν) = 1
 ``ν_C`` and certifies the result: if every other coordinate has ``f_v'(0) ≤ ν_C`` (the
 largest of them is known from the selection), it has ``q_v(ν_C) = 0`` and ``(ν_C, q)``
 solves the whole row — exactly, not approximately. If any row of the batch fails the
-certificate (a flat row whose support is larger), the batch runs the full path
-(``lax.cond``; under ``vmap`` both run). Long rows only (``V ≥`` ``2·BLOCKS·BLOCK``).
+certificate (a flat row whose support is larger), that row takes the full path and the
+others keep their certified solution (``_window.choose``: the full path runs only when
+some row needs it; under ``vmap`` both run). Long rows only (``V ≥`` ``2·BLOCKS·BLOCK``).
 
 Derivatives come from the implicit function theorem on the KKT system (``custom_jvp``;
 reverse mode by transposition), never from unrolling the loops: on the free coordinates
@@ -68,8 +69,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._numerics import masked_logsumexp, masked_max, masked_min, row_shift, row_sum
 from .._pytree import param, per_row, pytree_dataclass, require
-from .._window import choose, take_blocks
+from .._window import choose, scatter_ids, window
 from ..terms import gather_coord_data
 from .base import Solver
 from .closed_form import argmax_onehot, greedy_where
@@ -128,9 +130,7 @@ def _parts(s, mask, terms, ctx, *, safe_weights=True, rest_data=None) -> _Parts:
             data = t.coord_data(ctx) if rest_data is None else rest_data[len(rest)]
             rest.append((t, c, data))
     sl = jnp.where(mask, s + L, -jnp.inf)
-    m = jnp.max(sl, axis=-1, keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    m = lax.stop_gradient(m)
+    m = row_shift(sl, mask)
     z = jnp.where(mask, sl - m, 0.0)
     return _Parts(A, z, m, tuple(rest), u, mask, has_bound, ~nonzero)
 
@@ -146,17 +146,6 @@ def _rest_eval(rest, datas, q, *, safe_weights=True, hess=True):
             h = t.coord_hess(q, d)
             Rp = Rp + (jnp.where(c > 0, c * h, 0.0) if safe_weights else c * h)
     return R, Rp
-
-
-def _scatter_set(base, idx, vals, mode=None):
-    """``base[..., idx] = vals`` row by row (no Python loop over rows); ``mode="drop"``
-    skips ids ``≥ V``."""
-    V = base.shape[-1]
-    M = idx.shape[-1]
-    n = int(np.prod(base.shape[:-1], dtype=np.int64))
-    rows = jnp.arange(n)[:, None]
-    out = base.reshape(n, V).at[rows, idx.reshape(n, M)].set(vals.reshape(n, M), mode=mode)
-    return out.reshape(base.shape)
 
 
 # --------------------------------------------------------------------------------------
@@ -397,18 +386,6 @@ def _solve_full(cfg: _Config, s, mask, terms, ctx):
         R, _ = _rest_eval(P.rest, C.datas, q + jnp.zeros_like(C.z), hess=False)
         return C.z - jnp.where(log_space, P.A * (jnp.log(qs) + 1.0), 0.0) + R
 
-    def lse(a, keep):
-        a = jnp.where(keep, a, -jnp.inf)
-        mx = jnp.max(a, axis=-1, keepdims=True)
-        mxs = jnp.where(jnp.isfinite(mx), mx, 0.0)
-        return mxs + jnp.log(jnp.sum(jnp.where(keep, jnp.exp(a - mxs), 0.0), axis=-1, keepdims=True))
-
-    def masked_max(a, keep):
-        return jnp.max(jnp.where(keep, a, -jnp.inf), axis=-1, keepdims=True)
-
-    def masked_min(a, keep):
-        return jnp.min(jnp.where(keep, a, jnp.inf), axis=-1, keepdims=True)
-
     if idx is None:
         datas = tuple(d for (_, _, d) in P.rest)
         C = _make_coords(P, P.z, datas, P.u, mask)
@@ -419,36 +396,36 @@ def _solve_full(cfg: _Config, s, mask, terms, ctx):
             masked_max(fprime(C, jnp.ones_like(P.z)), mask),
             masked_min(fprime(C, u_full), mask),
         )
-        nu_gibbs = P.A * (lse(P.z / Asafe, mask) - 1.0)
+        nu_gibbs = P.A * (masked_logsumexp(P.z / Asafe, mask) - 1.0)
 
         def evaluate(nu, x):
             q, dq, x, ni = best_response(P, C, nu, x, inner_steps=cfg.inner_steps)
-            return q, jnp.sum(q, -1, keepdims=True), jnp.sum(dq, -1, keepdims=True), x, ni
+            return q, row_sum(q), row_sum(dq), x, ni
 
         x0 = jnp.full(s.shape, jnp.nan, dtype)
         q0 = jnp.zeros(s.shape, dtype)
     else:
         M = idx.shape[-1]
-        act = _scatter_set(jnp.zeros(s.shape, bool), idx, jnp.ones(idx.shape, bool))
+        act = scatter_ids(jnp.zeros(s.shape, bool), idx, True)
         inactive = mask & ~act
         gz = jnp.take_along_axis(P.z, idx, axis=-1)
         gmask = jnp.take_along_axis(mask, idx, axis=-1)
         datas = tuple(d for (_, _, d) in P.rest)  # already at the active ids
         C = _make_coords(P, gz, datas, P.u, gmask)
-        lse_in = lse(P.z / Asafe, inactive)  # Σ_inactive exp(z/A), once
+        lse_in = masked_logsumexp(P.z / Asafe, inactive)  # Σ_inactive exp(z/A), once
         has_in = jnp.any(inactive, axis=-1, keepdims=True)
         ln = jnp.log(n)
         hi = jnp.maximum(
             masked_max(P.z, inactive) + P.A * (ln - 1.0), masked_max(fprime(C, 1.0 / n), gmask)
         )
         lo = jnp.maximum(masked_max(P.z, inactive) - P.A, masked_max(fprime(C, jnp.ones_like(gz)), gmask))
-        nu_gibbs = P.A * (jnp.logaddexp(lse_in, lse(gz / Asafe, gmask)) - 1.0)
+        nu_gibbs = P.A * (jnp.logaddexp(lse_in, masked_logsumexp(gz / Asafe, gmask)) - 1.0)
 
         def evaluate(nu, x):
             q, dq, x, ni = best_response(P, C, nu, x, inner_steps=cfg.inner_steps)
             s_in = jnp.where(log_space & has_in, jnp.exp(lse_in - nu / Asafe - 1.0), 0.0)
-            S = s_in + jnp.sum(q, -1, keepdims=True)
-            dS = -s_in / Asafe + jnp.sum(dq, -1, keepdims=True)
+            S = s_in + row_sum(q)
+            dS = -s_in / Asafe + row_sum(dq)
             return q, S, dS, x, ni
 
         x0 = jnp.full(idx.shape, jnp.nan, dtype)
@@ -461,13 +438,13 @@ def _solve_full(cfg: _Config, s, mask, terms, ctx):
     if idx is None:
         u_full = jnp.broadcast_to(P.u, s.shape)
         at_cap = mask & (q >= u_full) & (u_full < 1.0)
-        s_cap = jnp.sum(jnp.where(at_cap, q, 0.0), -1, keepdims=True)
-        s_free = jnp.sum(jnp.where(at_cap, 0.0, q), -1, keepdims=True)
+        s_cap = row_sum(jnp.where(at_cap, q, 0.0))
+        s_free = row_sum(jnp.where(at_cap, 0.0, q))
         scale = jnp.where(s_free > 0, (1.0 - s_cap) / jnp.where(s_free > 0, s_free, 1.0), 1.0)
         q = jnp.where(at_cap, q, q * scale)
     else:
         q_in = jnp.where(inactive & log_space, jnp.exp((P.z - nu) / Asafe - 1.0), 0.0)
-        q = _scatter_set(q_in, idx, q)
+        q = scatter_ids(q_in, idx, q)
         q = q / jnp.where(S > 0, S, 1.0)
         # Rows without entropic weight cannot sum the inactive block in closed form.
         converged = converged & (log_space | ~has_in | P.all_zero)
@@ -489,39 +466,13 @@ BLOCKS = 64  # ... with the largest maxima (one pass and two small top-k's, not 
 _MIN_LENGTH = 2 * BLOCKS * BLOCK  # shorter rows go straight to the full path
 
 
-def _candidates(g, C: int):
-    """``(ids, outside)``: the token ids of the ``C + 1`` largest ``g`` found in the
-    ``BLOCKS`` blocks with the largest maxima (largest first; padding ids are ``≥ V``), and
-    an upper bound on ``g`` at every id other than the first ``C`` (exactly the largest
-    such ``g`` when those blocks hold the ``C + 1`` largest entries).
-
-    Only ``lax.top_k``'s indices are used, in one piece: XLA CPU keeps its fast top-k
-    custom call for that pattern and falls back to a full sort otherwise.
-    """
-    V = g.shape[-1]
-    batch = g.shape[:-1]
-    nb = -(-V // BLOCK)
-    if nb * BLOCK > V:
-        g = jnp.pad(g, [(0, 0)] * len(batch) + [(0, nb * BLOCK - V)], constant_values=-jnp.inf)
-    gb = g.reshape(batch + (nb, BLOCK))
-    top = lax.top_k(jnp.max(gb, axis=-1), BLOCKS + 1)[1]
-    win = take_blocks(gb, top)  # (..., BLOCKS + 1, BLOCK)
-    # Every block outside the first BLOCKS has its maximum ≤ that of block BLOCKS + 1.
-    out_blocks = jnp.max(win[..., BLOCKS, :], axis=-1, keepdims=True)
-    vals = jnp.where((jnp.arange(BLOCKS + 1) < BLOCKS)[:, None], win, -jnp.inf).reshape(batch + (-1,))
-    pos = lax.top_k(vals, C + 1)[1]
-    out_win = jnp.take_along_axis(vals, pos, axis=-1)[..., C:]
-    gid = (top[..., None] * BLOCK + jnp.arange(BLOCK, dtype=top.dtype)).reshape(batch + (-1,))
-    return jnp.take_along_axis(gid, pos, axis=-1), jnp.maximum(out_blocks, out_win)
-
-
 def _solve_candidates(cfg: _Config, s, mask, terms, ctx):
     """The exact solution computed on the ``C`` coordinates with the largest ``f_v'(0)``,
     with its certificate, or None when the path does not apply (statically).
 
     Without entropic terms or bounds, ``q_v(ν) = 0`` exactly when ``f_v'(0) ≤ ν``. Solve
     ``Σ_{v∈C} q_v(ν) = 1`` on the candidates ``C`` for ``ν_C``; if every other coordinate
-    has ``f_v'(0) ≤ ν_C`` (checked against the bound ``outside`` of :func:`_candidates`),
+    has ``f_v'(0) ≤ ν_C`` (checked against the bound ``rest`` of the candidates),
     then ``q_v(ν_C) = 0`` there, ``Σ_v q_v(ν_C) = 1`` over the whole row and ``(ν_C, q)``
     is the exact solution of the full problem. Returns ``(outputs, ok)``, ``ok`` per row
     (rows whose weights are all 0 are the argmax of ``s`` on either path).
@@ -538,12 +489,13 @@ def _solve_candidates(cfg: _Config, s, mask, terms, ctx):
     for t, c, d in P.rest:
         R0 = R0 + jnp.where(c > 0, c * t.coord_grad(zero, d), 0.0)
     g0 = jnp.where(mask, P.z + R0, -jnp.inf)
-    # C + 1 ids, the last one kept out of the candidates by the mask (slicing the ids
-    # would turn XLA's top-k into a sort); ids ≥ V (padding) are masked out too.
-    ids, outside = _candidates(g0, C_n)
+    # The C largest f_v'(0) among the BLOCKS blocks with the largest maxima; `outside`
+    # bounds f_v'(0) at every other id. Ids ≥ V (padding, and the bound's slot) are masked.
+    cand = window(g0, fill=-jnp.inf, block=BLOCK, n_select=BLOCKS).top(C_n)
+    ids, outside = cand.ids, cand.rest
     idx = jnp.minimum(ids, V - 1)
     gz = jnp.take_along_axis(P.z, idx, axis=-1)
-    gmask = jnp.take_along_axis(mask, idx, axis=-1) & (ids < V) & (jnp.arange(C_n + 1) < C_n)
+    gmask = jnp.take_along_axis(mask, idx, axis=-1) & (ids < V)
     datas = tuple(gather_coord_data(d, idx, V) for (_, _, d) in P.rest)
     Pc = P._replace(z=gz, mask=gmask)
     Cc = _make_coords(Pc, gz, datas, P.u, gmask)
@@ -553,22 +505,19 @@ def _solve_candidates(cfg: _Config, s, mask, terms, ctx):
         R, _ = _rest_eval(P.rest, datas, q + jnp.zeros_like(gz), hess=False)
         return gz + R
 
-    def masked_max(a):
-        return jnp.max(jnp.where(gmask, a, -jnp.inf), axis=-1, keepdims=True)
-
-    hi = masked_max(fprime(1.0 / n))
-    lo = masked_max(fprime(jnp.ones_like(gz)))
+    hi = masked_max(fprime(1.0 / n), gmask)
+    lo = masked_max(fprime(jnp.ones_like(gz)), gmask)
 
     def evaluate(nu, x):
         q, dq, x, ni = best_response(Pc, Cc, nu, x, inner_steps=cfg.inner_steps)
-        return q, jnp.sum(q, -1, keepdims=True), jnp.sum(dq, -1, keepdims=True), x, ni
+        return q, row_sum(q), row_sum(dq), x, ni
 
     x0 = jnp.full(idx.shape, jnp.nan, dtype)
     q0 = jnp.zeros(idx.shape, dtype)
     nu, q, S, it, n_inner, converged = _newton_on_nu(Pc, cfg, evaluate, lo, lo, hi, x0, q0)
-    S = jnp.sum(q, -1, keepdims=True)
+    S = row_sum(q)
     q = q * jnp.where(S > 0, 1.0 / jnp.where(S > 0, S, 1.0), 1.0)
-    q = _scatter_set(jnp.zeros(s.shape, dtype), ids, q, mode="drop")
+    q = cand.scatter(q)
     # q is 0 off the mask already (masked candidates are not free); the argmax only runs
     # when some row needs it.
     q = greedy_where(P.all_zero, q, s, mask)
@@ -750,6 +699,7 @@ class Exact(Solver):
             raise ValueError(f"Exact: needs separable terms; ({names}) are not — use solver='mirror'")
         cfg = _Config(self.max_steps, self.tol, self.inner_steps)
         terms = tuple(objective.terms)
+        infeasible = None
         if any(t.bound for t in terms):
             P = _parts(problem.scores, problem.mask, terms, problem.ctx)
             cap_total = jnp.sum(jnp.where(problem.mask, jnp.broadcast_to(P.u, problem.mask.shape), 0.0), -1)
@@ -759,8 +709,11 @@ class Exact(Solver):
                 "Cap: the bounds must leave a feasible distribution (c·|support| >= 1 in every row)",
                 cap_total,
             )
+            infeasible = ~empty & (cap_total < 1.0 - 1e-6)  # (under jit: the row's status)
         q, nu, it, inner, converged = _solve_jit(cfg, problem.scores, problem.mask, terms, problem.ctx)
         stats = {"iterations": it, "inner_iterations": inner, "converged": converged}
+        if infeasible is not None:
+            stats["infeasible"] = infeasible
         if self.certificate:
             qs = lax.stop_gradient(q)
             steps = max(self.inner_steps, 64)

@@ -18,20 +18,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .._numerics import masked_log_softmax, row_shift, row_sum
 from .._pytree import param, per_row, pytree_dataclass
 from ..terms import Term
 from .base import Solver
 from .closed_form import greedy_where
 
 __all__ = ["Mirror", "ProjectedGradient"]
-
-
-def _lse(x, mask):
-    x = jnp.where(mask, x, -jnp.inf)
-    m = jnp.max(x, axis=-1, keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    total = jnp.sum(jnp.where(mask, jnp.exp(x - m), 0.0), axis=-1, keepdims=True)
-    return m + jnp.log(jnp.where(total > 0, total, 1.0))
 
 
 def _log_start(objective, problem):
@@ -46,7 +39,7 @@ def _log_start(objective, problem):
     # A reference with no mass on the support cannot start the iteration: start uniform there.
     none = ~jnp.any(jnp.isfinite(logp), axis=-1, keepdims=True)
     logp = jnp.where(none & mask, 0.0, logp)
-    return jnp.where(mask, logp - _lse(logp, mask), -jnp.inf)
+    return masked_log_softmax(logp, mask & (logp > -jnp.inf))
 
 
 def _check_terms(objective, owner):
@@ -188,10 +181,14 @@ class Mirror(Solver):
         gradient = _gradient_fn(objective, problem, weights)
 
         def step(logq):
+            # Tokens whose probability is exactly 0 stay at 0 (their entropic gradient is
+            # +inf). The gradient's row maximum is shifted out (the step is invariant to
+            # it) before η multiplies it, so η·g cannot overflow for large scores.
+            live = mask & (logq > -jnp.inf)
             g = gradient(logq)
-            z = jnp.where(mask, logq + eta * g, -jnp.inf)
-            new = jnp.where(mask, z - _lse(z, mask), -jnp.inf)
-            delta = jnp.sum(jnp.abs(jnp.exp(new) - jnp.exp(logq)), axis=-1)
+            g = g - row_shift(g, live)
+            new = masked_log_softmax(jnp.where(live, logq + eta * g, -jnp.inf), live)
+            delta = row_sum(jnp.abs(jnp.exp(new) - jnp.exp(logq)), keepdims=False)
             return new, delta
 
         logq, it, conv = _iterate(step, _log_start(objective, problem), self.steps, self.tol, batch)
@@ -202,14 +199,14 @@ def _project_rows(x, mask):
     """Euclidean projection of each row onto ``{q ∈ Δ, q = 0 off the mask}``.
 
     ``optax.projections.projection_simplex`` treats its whole input as one vector, so it
-    is vmapped over the flattened rows. Entries off the mask are set below
-    ``max − 1`` (the threshold's lower bound), which makes them exactly 0.
+    is vmapped over the flattened rows. The projection commutes with a shift: each row is
+    shifted to a maximum of 0 (its threshold then lies in ``[−1, 0]`` whatever the
+    magnitude of ``x``), and entries off the mask or more than 2 below the maximum are set
+    to −2, below the threshold, which makes them exactly 0.
     """
     from optax.projections import projection_simplex
 
-    top = jnp.max(jnp.where(mask, x, -jnp.inf), axis=-1, keepdims=True)
-    top = jnp.where(jnp.isfinite(top), top, 0.0)
-    x = jnp.where(mask, x, top - 2.0 * (1.0 + jnp.abs(top)))
+    x = jnp.maximum(jnp.where(mask, x - row_shift(x, mask), -2.0), -2.0)
     V = x.shape[-1]
     flat = jax.vmap(projection_simplex)(x.reshape(-1, V))
     return jnp.where(mask, flat.reshape(x.shape), 0.0)
@@ -257,9 +254,11 @@ class ProjectedGradient(Solver):
 
         def step(q):
             g = gradient(jnp.log(jnp.maximum(q, tiny)))
-            g = jnp.where(mask, g, 0.0)
+            # the projection is invariant to a shift: take out g's row maximum before η
+            # multiplies it (large scores cannot overflow q + η·g)
+            g = jnp.where(mask, g - row_shift(g, mask), 0.0)
             new = _project_rows(q + eta * g, mask)
-            return new, jnp.sum(jnp.abs(new - q), axis=-1)
+            return new, row_sum(jnp.abs(new - q), keepdims=False)
 
         q0 = jnp.where(mask, jnp.exp(_log_start(objective, problem)), 0.0)
         q, it, conv = _iterate(step, q0, self.steps, self.tol, batch)
