@@ -93,12 +93,13 @@ def test_per_row_step_size(x64):
 @pytest.mark.parametrize("eta_lam", [0.1, 1.0, 1.5])
 def test_c_J_identity(x64, J, eta_lam):
     """beta = 0: J mirror steps from p give q_J ∝ p·exp(c_J s), c_J = (1 − (1 − ηλ)^J)/λ."""
-    # Concrete parameters are stored in float32: use the same values in the formula.
-    lam = float(np.float32(0.3))
-    eta = float(np.float32(eta_lam / lam))
-    t = float(np.float32(0.8))
+    # Under x64, concrete parameters are stored in float64 (declared parameters): the formula
+    # uses the same values.
+    lam = 0.3
+    eta = eta_lam / lam
+    t = 0.8
     logits = np.random.default_rng(J).standard_normal((2, 50)) * 3
-    s = logits * float(np.float32(1.0) / np.float32(t))  # Temperature multiplies by a float32 1/t
+    s = logits / t
     dec = sd.best_of_k(8, lam, 0.0, temperature=t, solver="mirror", steps=J, step_size=eta)
     q = np.asarray(_probs(dec, jnp.asarray(logits)))
     c_J = (1.0 - (1.0 - eta * lam) ** J) / lam
