@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
+from nbutil import load_lm, save
 
 import simplex_decode as sd
-from nbutil import load_lm, save
 from simplex_decode import analysis, reference
 
 FAST = os.environ.get("NOTEBOOK_PROFILE", "fast") == "fast"  # the fast setting CI executes; "full": the committed run
@@ -190,7 +190,7 @@ axes[0].set(xscale="log", yscale="log", xlabel="rank", ylabel="q (sorted, zeros 
 axes[0].legend(fontsize=7)
 names = list(QR)
 sizes = [int(analysis.support_size(q)) for q in QR.values()]
-ents = [float(analysis.entropy(q)) for q in QR.values()]
+ents = [max(float(analysis.entropy(q)), 0.0) for q in QR.values()]  # (a one-hot q's round-off −0.0 shown as 0)
 axes[1].barh(names, sizes)
 axes[1].set(xscale="log", xlabel="support size (tokens with q > 0)", title="Support size")
 axes[2].barh(names, ents)
