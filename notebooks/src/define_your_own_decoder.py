@@ -190,18 +190,19 @@ print(f"draws outside the support: {int(np.sum(q_row[ids] == 0))}; TV(freq, q*) 
 
 # %%
 lm = load_lm(FAST)
-prompt = "Here is a short story about a lighthouse keeper:"
+prompt = "My favourite thing to do on a rainy afternoon is"
 logits = lm.logits(prompt)
-BURG = burg(1.0, 0.002, temperature=0.7)
+BURG = burg(0.1, 0.01, temperature=0.7)
 TOPP = sd.top_p(0.9, temperature=0.7)
-real = {"softmax τ = 0.7": sd.temperature(0.7), "top-p 0.9, τ = 0.7": TOPP, "Burg c = 1, ε = 0.002, τ = 0.7": BURG}
+real = {"softmax τ = 0.7": sd.temperature(0.7), "top-p 0.9, τ = 0.7": TOPP, "Burg c = 0.1, ε = 0.01, τ = 0.7": BURG}
 fig, ax = plt.subplots(figsize=(9, 4.8))
 stats = {}
 for name, d in real.items():
     q = np.asarray(jax.jit(d.probs)(logits))
     qs = np.sort(q)[::-1][:400]
     ax.plot(np.arange(1, len(qs) + 1), np.where(qs > 0, qs, np.nan), label=name)
-    stats[name] = (int(analysis.support_size(q)), float(analysis.entropy(q)), float(analysis.kl_to_model(q, logits)))
+    stats[name] = (int(analysis.support_size(q)), max(float(analysis.entropy(q)), 0.0),  # (−0.0 of a one-hot q)
+                   float(analysis.kl_to_model(q, logits)))
 ax.set(xscale="log", yscale="log", xlabel="rank", ylabel="q (sorted; zeros not drawn)",
        title=f"{lm.name}: the Burg decoder's polynomial tail")
 ax.legend()
@@ -251,8 +252,8 @@ display(Markdown("\n".join([
     f"{diag['KKT residual (certificate)'].max():.1e} and duality gaps ≤ {diag['duality gap'].max():.1e}.",
     f"* Its implicit derivative dH/dc agrees with finite differences to {rel.max():.1e} (relative).",
     f"* {N} samples match q* (TV {0.5 * np.abs(freq - q_row).sum():.4f}) and never leave its support.",
-    f"* On {lm.name}, at τ = 0.7 the Burg decoder keeps {stats['Burg c = 1, ε = 0.002, τ = 0.7'][0]} tokens "
-    f"(top-p 0.9: {stats['top-p 0.9, τ = 0.7'][0]}), with entropy {stats['Burg c = 1, ε = 0.002, τ = 0.7'][1]:.2f} "
+    f"* On {lm.name}, at τ = 0.7 the Burg decoder keeps {stats['Burg c = 0.1, ε = 0.01, τ = 0.7'][0]} tokens "
+    f"(top-p 0.9: {stats['top-p 0.9, τ = 0.7'][0]}), with entropy {stats['Burg c = 0.1, ε = 0.01, τ = 0.7'][1]:.2f} "
     f"nats (top-p: {stats['top-p 0.9, τ = 0.7'][1]:.2f}).",
     f"* Run time: {time.time() - t_start:.0f} s.",
 ])))
