@@ -222,7 +222,7 @@ lines = [
     f"grows (‖q_J − q*‖₁ = {l1[JS[-1]][r1]:.1e} at J = {JS[-1]}, η = 1). The paper does not state η.",
     f"* With β = 0 the iterate is the tempered softmax at τ_J = 1/(1 + c_J) to {worst:.0e} in L1; at λ = {lam0}, "
     f"η = 1, J = 5 that is τ = {1 / (1 + c5):.3f}, while the exact optimum's is λ/(1 + λ) = {lam0 / (1 + lam0):.3f}: "
-    "with the paper's small β, its 5 steps are mostly a temperature change.",
+    "without the coverage term, the paper's 5 steps are a change of temperature and nothing else.",
 ]
 if "BoK exact, λ = 0.5, β" in frontier and "temperature τ" in frontier:
     tv, tk, tc = frontier["temperature τ"]
