@@ -12,7 +12,6 @@ the machine's load average are recorded (the machine is shared).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -58,15 +57,8 @@ def run(task, prof, seed, steps, stop):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", choices=sorted(PROFILES), default="fast")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--no-ablation", action="store_true")
-    args = ap.parse_args(argv)
-    prof = PROFILES[args.profile]
-    out = args.out or Path(__file__).parent / "results" / "addition" / f"seed{args.seed}"
-    out.mkdir(parents=True, exist_ok=True)
+    args, prof, out = report.experiment_args(__doc__, PROFILES, Path(__file__).parent / "results" / "addition", argv,
+                                             extra=lambda ap: ap.add_argument("--no-ablation", action="store_true"))
     clock = report.RunClock()
     rev, params, cfg = run(lab.Addition(digits=3, reverse=True), prof, args.seed, prof["max_steps"], stop=True)
     log(f"reversed: {rev['steps']} steps, test {rev['test']}, train {rev['train_run']['cpu_seconds']} CPU-s")

@@ -37,7 +37,6 @@ to ``--out`` (default ``experiments/results/best_of_k/seed<seed>``): ``results.j
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -313,16 +312,8 @@ def plots(rows, taus, out):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", choices=sorted(PROFILES), default="fast")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--skip-smollm", action="store_true", help="only the small model")
-    ap.add_argument("--from-results", action="store_true", help="only rebuild tables and plots from results.json")
-    args = ap.parse_args(argv)
-    prof = PROFILES[args.profile]
-    out = args.out or Path(__file__).parent / "results" / "best_of_k" / f"seed{args.seed}"
-    out.mkdir(parents=True, exist_ok=True)
+    args, prof, out = report.experiment_args(__doc__, PROFILES, Path(__file__).parent / "results" / "best_of_k", argv,
+                                             from_results=True, extra=lambda ap: ap.add_argument("--skip-smollm", action="store_true", help="only the small model"))
     if args.from_results:
         results = report.load_json(out / "results.json")
         (out / "tables.md").write_text(f"# Best-of-K, profile {results['profile']}, seed {results['seed']}\n\n"

@@ -29,7 +29,6 @@ speculative output has exactly the decoder's distribution (``tests/test_lab_spec
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -108,15 +107,8 @@ def speculation(cfg, params, task, test, prof, seed):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", choices=sorted(PROFILES), default="fast")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--from-results", action="store_true", help="only rebuild tables and plots from results.json")
-    args = ap.parse_args(argv)
-    prof = PROFILES[args.profile]
-    out = args.out or Path(__file__).parent / "results" / "mtp" / f"seed{args.seed}"
-    out.mkdir(parents=True, exist_ok=True)
+    args, prof, out = report.experiment_args(__doc__, PROFILES, Path(__file__).parent / "results" / "mtp", argv,
+                                             from_results=True)
     if args.from_results:
         results = report.load_json(out / "results.json")
         (out / "tables.md").write_text(tables(results))

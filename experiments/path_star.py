@@ -30,7 +30,6 @@ forward by self-speculative decoding with their extra heads (greedy and temperat
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -142,16 +141,8 @@ def speculative_stats(cfg, params, task, test, seed):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", choices=sorted(PROFILES), default="fast")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--only", nargs="*", default=None, help="train only these variants")
-    ap.add_argument("--from-results", action="store_true", help="only rebuild tables and plots from results.json")
-    args = ap.parse_args(argv)
-    prof = PROFILES[args.profile]
-    out = args.out or Path(__file__).parent / "results" / "path_star" / f"seed{args.seed}"
-    out.mkdir(parents=True, exist_ok=True)
+    args, prof, out = report.experiment_args(__doc__, PROFILES, Path(__file__).parent / "results" / "path_star", argv,
+                                             from_results=True, extra=lambda ap: ap.add_argument("--only", nargs="*", default=None, help="train only these variants"))
     if args.from_results:
         results = report.load_json(out / "results.json")
         (out / "tables.md").write_text(tables(results))

@@ -14,7 +14,6 @@ when the lower end of its interval is above both chance levels.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -32,14 +31,8 @@ def main(argv=None):
     sys.path.insert(0, str(Path(__file__).parent))
     from best_of_k import answer_logits, smol_model
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", choices=sorted(PROFILES), default="fast")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args(argv)
-    prof = PROFILES[args.profile]
-    out = args.out or Path(__file__).parent / "results" / "smollm_sets"
-    out.mkdir(parents=True, exist_ok=True)
+    args, prof, out = report.experiment_args(__doc__, PROFILES, Path(__file__).parent / "results" / "smollm_sets", argv,
+                                             per_seed=False)
     clock = report.RunClock()
     config, params, tok, label = smol_model(prof["model"])
     from simplex_decode.models import init_cache, make_step

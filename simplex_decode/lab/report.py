@@ -6,6 +6,7 @@ matplotlib is imported only by the plotting functions (the ``model`` extra).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -18,7 +19,26 @@ import numpy as np
 
 from .evaluate import Estimate
 
-__all__ = ["RunClock", "as_estimate", "markdown_table", "save_json", "load_json", "plot_ci_lines"]
+__all__ = ["RunClock", "experiment_args", "as_estimate", "markdown_table", "save_json", "load_json", "plot_ci_lines"]
+
+
+def experiment_args(doc, profiles, results_dir, argv=None, *, per_seed=True, from_results=False, extra=None):
+    """The command line every experiment script shares: ``--profile``, ``--seed``, ``--out``
+    (default ``results_dir/seed<N>``, or ``results_dir`` itself when ``per_seed=False``; created),
+    ``--from-results`` when the script can rebuild its tables and plots, and the script's own
+    options (``extra(parser)``). Returns ``(args, profile settings, out directory)``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--profile", choices=sorted(profiles), default="fast")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None)
+    if extra is not None:
+        extra(ap)
+    if from_results:
+        ap.add_argument("--from-results", action="store_true", help="only rebuild tables and plots from results.json")
+    args = ap.parse_args(argv)
+    out = args.out or (Path(results_dir) / f"seed{args.seed}" if per_seed else Path(results_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    return args, profiles[args.profile], out
 
 
 def as_estimate(x) -> Estimate:
