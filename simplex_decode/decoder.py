@@ -12,10 +12,10 @@ from typing import Any
 import jax.numpy as jnp
 from jax.experimental import checkify
 
-from ._pytree import pytree_dataclass, set_field
+from ._pytree import params_ok, pytree_dataclass, set_field
 from ._select import argmax
-from .objective import Objective
-from .sampling import sample_from_probs
+from .objective import Objective, as_logits
+from .sampling import check_sample_args, sample_from_probs
 from .solvers.auto import Auto, resolve_solver
 from .solvers.base import Solution
 from .solvers.closed_form import ClosedForm, greedy_where
@@ -33,9 +33,10 @@ class Decoder:
     from it (``num_samples=K`` draws K per row, with replacement); ``solve(logits)``
     returns a :class:`Solution` with a per-row status instead of raising.
 
-    Bad rows (NaN/+inf logits, nothing allowed) raise ``ValueError`` in eager calls;
-    under ``jit`` wrap the jitted function with :func:`checked` to raise, otherwise the
-    row's ``q`` is all zeros and its sampled id is ``-1`` (never NaN, never a fallback).
+    Bad rows (NaN/+inf logits, nothing allowed, a traced parameter out of its range) raise
+    ``ValueError`` in eager calls; under ``jit`` wrap the jitted function with
+    :func:`checked` to raise, otherwise the row's ``q`` is all zeros and its sampled id is
+    ``-1`` (never NaN, never a fallback or a default value).
 
     Example:
       >>> import jax, jax.numpy as jnp, simplex_decode as sd
@@ -60,6 +61,9 @@ class Decoder:
         q, stats = self.solver(self.objective, problem)
         q = greedy_where(problem.greedy[..., None], q, problem.scores, problem.mask)
         status = problem.status
+        # the solver's declared parameters (a traced per-row step size), as prepare does the objective's
+        solver_ok = params_ok(self.solver, status.shape, problem.scores.shape[-1])
+        status = jnp.where(solver_ok, status, Status.INVALID_PARAMETER)
         if "converged" in stats:
             # an iterative solver that stopped short of its tolerance: reported, not used
             late = (status == Status.OK) & ~(stats["converged"] | problem.greedy)
@@ -74,6 +78,8 @@ class Decoder:
         return sol.q
 
     def sample(self, key, logits, *, num_samples=None, history=None, history_mask=None, method="auto"):
+        logits = as_logits(logits)
+        num_samples = check_sample_args(key, logits.shape[:-1], num_samples, method)
         if not self.objective.terms and isinstance(self.solver, (Auto, ClosedForm)):
             # The linear problem: its optimum is the argmax, no distribution to draw from.
             problem = self.objective.prepare(logits, history=history, history_mask=history_mask)

@@ -17,14 +17,15 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._pytree import per_row, pytree_dataclass, require, set_field
+from ._pytree import params_ok, per_row, pytree_dataclass, require, set_field
 from .scores import ScoreTransform
 from .status import Status
 from .supports import SupportRule
 from .terms import Term
 
-__all__ = ["Objective", "Context", "Problem", "compute_dtype"]
+__all__ = ["Objective", "Context", "Problem", "compute_dtype", "as_logits"]
 
 
 class Context(NamedTuple):
@@ -56,6 +57,70 @@ def compute_dtype(dtype):
     """float32 for half-precision (and integer) logits, float64 kept when x64 is on."""
     dtype = jnp.dtype(dtype)
     return jnp.float64 if dtype == jnp.float64 else jnp.float32
+
+
+def as_logits(logits, name: str = "logits"):
+    """``logits`` as a JAX array of shape ``(..., V)``, ``V ≥ 1``, of a real dtype.
+
+    Floating-point logits keep their dtype (they are computed in :func:`compute_dtype`);
+    integer logits are accepted as the numbers they are (and computed in float32). Strings,
+    objects, booleans and complex numbers raise ``ValueError`` naming ``name``.
+    """
+    what = f"{name}: must be a real (floating-point or integer) array of shape (..., V) with V >= 1"
+    if isinstance(logits, str) or not hasattr(logits, "dtype") and not isinstance(logits, (list, tuple, int, float)):
+        raise ValueError(f"{what}, got {type(logits).__name__} {logits!r:.80}")
+    if not hasattr(logits, "dtype"):
+        try:
+            logits = np.asarray(logits)
+        except (ValueError, TypeError):  # ragged lists
+            raise ValueError(f"{what}, got {logits!r:.80}") from None
+    if not (jnp.issubdtype(logits.dtype, jnp.floating) or jnp.issubdtype(logits.dtype, jnp.integer)):
+        raise ValueError(f"{what}, got dtype {logits.dtype}")
+    logits = jnp.asarray(logits)
+    if logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"{what}, got shape {logits.shape}")
+    return logits
+
+
+def _check_history(history, history_mask, batch, vocab_size):
+    """``(history, history_mask, rows_ok)`` checked against logits ``batch + (V,)``.
+
+    ``history``: integer ids ``batch + (L,)``; ``history_mask``: bool (or 0/1 integers) of
+    the same shape, or None (all real). Shapes and dtypes raise ``ValueError`` naming the
+    argument; ids outside ``[0, V-1]`` at real entries raise when known in Python, else
+    (traced) are a ``checkify`` check and make the row's ``rows_ok`` False.
+    """
+    if history is None:
+        if history_mask is not None:
+            raise ValueError("history_mask: given without `history`")
+        return None, None, True
+    history = _int_array("history", history, "integer token ids")
+    if history.ndim < 1 or history.shape[:-1] != batch:
+        raise ValueError(f"history: must have shape batch + (L,) = {batch} + (L,), got {history.shape}")
+    if history_mask is None:
+        history_mask = jnp.ones(history.shape, bool)
+    else:
+        history_mask = _int_array("history_mask", history_mask, "booleans (or 0/1 integers)", boolean=True)
+        if history_mask.shape != history.shape:
+            raise ValueError(f"history_mask: must have the shape of history {history.shape}, got {history_mask.shape}")
+        if history_mask.dtype != jnp.bool_:
+            require((history_mask == 0) | (history_mask == 1), "history_mask: integer entries must be 0 or 1")
+            history_mask = history_mask != 0
+    valid = ~history_mask | ((history >= 0) & (history < vocab_size))
+    require(valid, f"history: token ids must be in [0, V-1={vocab_size - 1}]")
+    return history, history_mask, jnp.all(valid, axis=-1)
+
+
+def _int_array(name, x, what, boolean=False):
+    if isinstance(x, str) or not hasattr(x, "dtype") and not isinstance(x, (list, tuple, int)):
+        raise ValueError(f"{name}: must be an array of {what}, got {type(x).__name__} {x!r:.80}")
+    try:
+        x = x if hasattr(x, "dtype") else np.asarray(x)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name}: must be an array of {what}, got {x!r:.80}") from None
+    if not (jnp.issubdtype(x.dtype, jnp.integer) or (boolean and x.dtype == jnp.bool_)):
+        raise ValueError(f"{name}: must be an array of {what}, got dtype {x.dtype}")
+    return jnp.asarray(x)
 
 
 def _as_tuple(x, kind, name):
@@ -113,35 +178,14 @@ class Objective:
 
     def prepare(self, logits, *, history=None, history_mask=None) -> Problem:
         """Apply the transforms and support rules to ``logits`` (shape ``(..., V)``)."""
-        logits = jnp.asarray(logits)
-        if logits.ndim < 1 or logits.shape[-1] < 1:
-            raise ValueError(f"logits: must have shape (..., V) with V >= 1, got {logits.shape}")
-        if not (jnp.issubdtype(logits.dtype, jnp.floating) or jnp.issubdtype(logits.dtype, jnp.integer)):
-            raise ValueError(f"logits: must be a floating-point array, got dtype {logits.dtype}")
+        logits = as_logits(logits)
+        batch, vocab_size = logits.shape[:-1], logits.shape[-1]
+        history, history_mask, args_ok = _check_history(history, history_mask, batch, vocab_size)
+        # Declared parameters: shapes against the logits (ValueError naming them), traced values per row.
+        args_ok = params_ok(self, batch, vocab_size) & args_ok
         x = logits.astype(compute_dtype(logits.dtype))
-        batch = x.shape[:-1]
         nonfinite = jnp.any(jnp.isnan(x) | (x == jnp.inf), axis=-1)
         x = jnp.where(nonfinite[..., None], 0.0, x)
-        if history is not None:
-            history = jnp.asarray(history)
-            if history.ndim < 1 or history.shape[:-1] != batch:
-                raise ValueError(
-                    f"history: must have shape batch + (L,) = {batch} + (L,), got {history.shape}"
-                )
-            if not jnp.issubdtype(history.dtype, jnp.integer):
-                raise ValueError(f"history: must hold integer token ids, got dtype {history.dtype}")
-            if history_mask is None:
-                history_mask = jnp.ones(history.shape, bool)
-            else:
-                history_mask = jnp.asarray(history_mask, bool)
-                if history_mask.shape != history.shape:
-                    raise ValueError(
-                        f"history_mask: must have the shape of history {history.shape}, got {history_mask.shape}"
-                    )
-            require(
-                ~history_mask | ((history >= 0) & (history < x.shape[-1])),
-                f"history: token ids must be in [0, V-1={x.shape[-1] - 1}]",
-            )
         ctx = Context(
             logits=x,
             log_model=jax.nn.log_softmax(x, axis=-1),
@@ -167,6 +211,7 @@ class Objective:
         status = jnp.where(
             nonfinite, Status.NONFINITE_LOGITS, jnp.where(empty, Status.EMPTY_SUPPORT, Status.OK)
         ).astype(jnp.int32)
+        status = jnp.where(args_ok, status, Status.INVALID_PARAMETER).astype(jnp.int32)
         return Problem(scores=s, mask=mask, greedy=greedy, status=status, ctx=ctx)
 
     def value(self, q, problem: Problem):
