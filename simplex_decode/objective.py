@@ -21,6 +21,7 @@ import numpy as np
 
 from ._pytree import params_ok, per_row, pytree_dataclass, require, set_field
 from .scores import ScoreTransform
+from .stateful import Stateful, component_keys
 from .status import Status
 from .supports import SupportRule
 from .terms import Term
@@ -35,12 +36,21 @@ class Context(NamedTuple):
     zeros; they are flagged in ``Problem.status``). ``log_model``: ``log_softmax(logits)``,
     the model's own distribution. ``history``/``history_mask``: previous token ids per
     row (``(..., L)``) and which of them are real (not padding), or None.
+    ``second_logits``: a second set of logits over the same vocabulary (``(..., V)``, or
+    ``(..., J, V)`` for J candidates such as DoLa's early layers) in the compute dtype, or
+    None: the unconditional / negative stream of CFG, an amateur model, early layers.
+    ``key``: per-row random keys of the component being called (components with
+    ``needs_key``), else None. ``state``: the state of the component being called
+    (:class:`~simplex_decode.stateful.Stateful` components), else None.
     """
 
     logits: Any
     log_model: Any
     history: Any = None
     history_mask: Any = None
+    second_logits: Any = None
+    key: Any = None
+    state: Any = None
 
 
 class Problem(NamedTuple):
@@ -138,6 +148,26 @@ def _as_tuple(x, kind, name):
     return items
 
 
+def _check_second(second, x):
+    """``second_logits`` in the compute dtype (NaN/+inf rows zeroed) and its bad rows."""
+    second = jnp.asarray(second)
+    batch, V = x.shape[:-1], x.shape[-1]
+    ok_shape = second.shape[-1:] == (V,) and second.shape[: len(batch)] == batch and second.ndim in (
+        len(batch) + 1, len(batch) + 2)
+    if not ok_shape:
+        raise ValueError(
+            f"second_logits: must have the logits' shape batch + (V,) = {batch + (V,)} or batch + (J, V), "
+            f"got {second.shape}"
+        )
+    if not (jnp.issubdtype(second.dtype, jnp.floating) or jnp.issubdtype(second.dtype, jnp.integer)):
+        raise ValueError(f"second_logits: must be a floating-point array, got dtype {second.dtype}")
+    second = second.astype(x.dtype)
+    bad = jnp.isnan(second) | (second == jnp.inf)
+    bad = jnp.any(bad.reshape(batch + (-1,)), axis=-1)
+    extra = (1,) * (second.ndim - len(batch))
+    return jnp.where(bad.reshape(batch + extra), 0.0, second), bad
+
+
 @pytree_dataclass
 class Objective:
     """``argmax_{q ∈ Δ, supp q ⊆ S(s)} <q, s> + Σ_j c_j φ_j(q)``.
@@ -170,14 +200,55 @@ class Objective:
     def separable(self) -> bool:
         return all(t.separable for t in self.terms)
 
+    @property
+    def stateful(self) -> tuple:
+        """The components that carry state (transforms, then support rules), in order."""
+        return tuple(c for c in self.transforms + self.support if isinstance(c, Stateful))
+
+    def init_state(self, batch_shape=()) -> tuple:
+        """The initial state: one entry per :attr:`stateful` component (``()`` if none)."""
+        return tuple(c.init_state(tuple(batch_shape)) for c in self.stateful)
+
+    def _binder(self, ctx, batch, key, state):
+        """``bind(position, component)``: ``ctx`` with the component's own key and state."""
+        stateful = self.stateful
+        if state is None:
+            state = self.init_state(batch)
+        elif not isinstance(state, tuple) or len(state) != len(stateful):
+            raise ValueError(
+                f"state: must be this decoder's state (a tuple of {len(stateful)} entries, from "
+                f"Decoder.init), got {type(state).__name__}"
+                + (f" of {len(state)} entries" if isinstance(state, tuple) else "")
+            )
+        positions = [i for i, c in enumerate(self.transforms + self.support) if isinstance(c, Stateful)]
+        slots = {position: slot for slot, position in enumerate(positions)}
+
+        def bind(position, component):
+            changes = {}
+            if position in slots:
+                changes["state"] = state[slots[position]]
+            if getattr(component, "needs_key", False) and key is not None:
+                changes["key"] = component_keys(key, batch, 1 + position)
+            return ctx._replace(**changes) if changes else ctx
+
+        return bind
+
     def replace(self, **changes) -> Objective:
         """A copy with some fields replaced (validated like a new Objective)."""
         fields = {"terms": self.terms, "support": self.support, "transforms": self.transforms}
         fields.update(changes)
         return Objective(**fields)
 
-    def prepare(self, logits, *, history=None, history_mask=None) -> Problem:
-        """Apply the transforms and support rules to ``logits`` (shape ``(..., V)``)."""
+    def prepare(self, logits, *, history=None, history_mask=None, second_logits=None, key=None,
+                state=None) -> Problem:
+        """Apply the transforms and support rules to ``logits`` (shape ``(..., V)``).
+
+        ``second_logits``: a second logits array (``batch + (V,)`` or ``batch + (J, V)``)
+        for components that contrast two sources (CFG, contrastive decoding, DoLa); its
+        NaN/+inf rows are flagged like the logits'. ``key``: one key or one per row, for
+        components that draw randomness (XTC). ``state``: the decoder's state (from
+        :meth:`init_state`; None: the initial state).
+        """
         logits = as_logits(logits)
         batch, vocab_size = logits.shape[:-1], logits.shape[-1]
         history, history_mask, args_ok = _check_history(history, history_mask, batch, vocab_size)
@@ -185,23 +256,28 @@ class Objective:
         args_ok = params_ok(self, batch, vocab_size) & args_ok
         x = logits.astype(compute_dtype(logits.dtype))
         nonfinite = jnp.any(jnp.isnan(x) | (x == jnp.inf), axis=-1)
+        if second_logits is not None:
+            second_logits, bad_second = _check_second(second_logits, x)
+            nonfinite = nonfinite | bad_second
         x = jnp.where(nonfinite[..., None], 0.0, x)
         ctx = Context(
             logits=x,
             log_model=jax.nn.log_softmax(x, axis=-1),
             history=history,
             history_mask=history_mask,
+            second_logits=second_logits,
         )
+        bind = self._binder(ctx, batch, key, state)
         s = x
         greedy = jnp.zeros(batch, bool)
-        for t in self.transforms:
-            s = t(s, ctx)
+        for i, t in enumerate(self.transforms):
+            s = t(s, bind(i, t))
             g = t.greedy_rows(batch)
             if g is not None:
                 greedy = greedy | g
         mask = s > -jnp.inf
-        for rule in self.support:
-            mask = rule(s, mask, ctx)
+        for i, rule in enumerate(self.support):
+            mask = rule(s, mask, bind(len(self.transforms) + i, rule))
         for term in self.terms:
             # A KL term with weight > 0 forbids tokens its reference gives zero mass.
             if hasattr(term, "log_reference"):

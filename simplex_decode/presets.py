@@ -27,12 +27,15 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from ._pytree import Param, components, declared, label
+from ._pytree import Param, components, declared, is_concrete, label
 from .adaptive import EDT, DynamicTemperature, EntropixTemperature
+from .contrast import CFG, AmateurContrast, DoLa
 from .decoder import Decoder
+from .history import RepetitionPenalty
 from .objective import Objective
 from .scores import Temperature
 from .solvers.mirror import Mirror, ProjectedGradient
+from .stateful import XTC, Mirostat
 from .supports import Epsilon, Eta, MinP, TopA, TopH, TopK, TopNSigma, TopP, Typical
 from .terms import KL, Cap, Coverage, Entropy, JensenShannon, SquaredL2, Tsallis
 
@@ -382,6 +385,92 @@ def tsallis_coverage(k=4, *, alpha=1.5, lam=1.0, beta=0.5, weights="model", top_
     """
     terms = (Tsallis(alpha, weight=lam), Coverage(k, weights, weight=jnp.asarray(lam) * jnp.asarray(beta), top_m=top_m))
     return Decoder(Objective(terms=terms, transforms=_tempered(temperature)))
+
+
+# --- Decoders with state, randomness inside a rule, or two sources of scores (issue 15) ---
+
+
+@_preset(tau=declared(Mirostat, "tau"), eta=declared(Mirostat, "eta"), m=declared(Mirostat, "m"),
+         version=declared(Mirostat, "version"), temperature=_T)
+def mirostat(tau=5.0, eta=0.1, *, m=100, version=2, temperature=1.0) -> Decoder:
+    """Mirostat (llama.cpp's ``--mirostat 1|2``): softmax of ``logits/temperature`` on the tokens
+    :class:`~simplex_decode.stateful.Mirostat` keeps for the row's current ``μ`` (initialised to
+    ``2·tau`` bits, updated after every token from its surprise under ``q``). Stateful:
+    ``ids, state = dec.sample(key, logits, state=state)`` (``generate`` threads it)."""
+    rule = Mirostat(tau, eta, m=m, version=version)
+    return Decoder(Objective(terms=Entropy(), support=rule, transforms=_tempered(temperature)))
+
+
+@_preset(threshold=declared(XTC, "threshold"), probability=declared(XTC, "probability"),
+         min_keep=declared(XTC, "min_keep"), temperature=_T)
+def xtc(threshold=0.1, probability=0.5, temperature=1.0, *, min_keep=1) -> Decoder:
+    """XTC ("exclude top choices"): softmax of ``logits/temperature`` after, with probability
+    ``probability`` per row, removing every token of probability ``≥ threshold`` but the least
+    likely of them (:class:`~simplex_decode.stateful.XTC`; its coin comes from the row's key)."""
+    rule = XTC(threshold, probability, min_keep=min_keep)
+    return Decoder(Objective(terms=Entropy(), support=rule, transforms=_tempered(temperature)))
+
+
+@_preset(guidance_scale=declared(CFG, "guidance_scale"), temperature=_T)
+def cfg(guidance_scale, temperature=1.0) -> Decoder:
+    """Classifier-free guidance: ``softmax((ℓ_u + g·(ℓ_c − ℓ_u)) / temperature)``, ``ℓ = log_softmax``
+    of the logits (``ℓ_c``) and of ``second_logits`` (``ℓ_u``: the model on a negative or
+    unconditional prompt; :class:`~simplex_decode.contrast.CFG`)."""
+    return Decoder(Objective(terms=Entropy(), transforms=(CFG(guidance_scale), *_tempered(temperature))))
+
+
+@_preset(alpha=declared(MinP, "p"), beta=declared(AmateurContrast, "beta"), temperature=_T,
+         amateur_temperature=declared(AmateurContrast, "amateur_temperature"))
+def contrastive(alpha=0.1, beta=1.0, temperature=1.0, *, amateur_temperature=1.0) -> Decoder:
+    """Contrastive decoding (Li et al., 2023) as an Objective over the simplex:
+
+    .. math::
+
+        q^* = \\arg\\max_{q \\in \\Delta,\\ \\mathrm{supp}\\,q \\subseteq V_\\alpha}
+              \\tfrac{1}{t}\\langle q, \\log p_e - \\beta \\log p_a\\rangle + H(q),
+        \\qquad V_\\alpha = \\{v : p_e(v) \\ge \\alpha \\max_u p_e(u)\\},
+
+    with ``p_e = softmax(logits)`` (the expert), ``p_a = softmax(second_logits /
+    amateur_temperature)`` (the amateur). ``temperature = 0`` is the paper's greedy search
+    (the argmax of the contrast over the plausible head ``V_α``); ``t > 0`` samples from
+    ``softmax`` of the contrast on ``V_α``. Solved by the closed form like any softmax.
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> expert = jnp.log(jnp.array([0.5, 0.3, 0.15, 0.05]))
+      >>> amateur = jnp.log(jnp.array([0.7, 0.1, 0.1, 0.1]))   # p_e ≥ 0.2·0.5 keeps tokens 0–2
+      >>> [round(float(v), 4) for v in sd.contrastive(alpha=0.2).probs(expert, second_logits=amateur)]
+      [0.137, 0.5753, 0.2877, 0.0]
+    """
+    transforms = (AmateurContrast(beta, amateur_temperature), *_tempered(temperature))
+    return Decoder(Objective(terms=Entropy(), support=MinP(alpha, from_model=True), transforms=transforms))
+
+
+@_preset(alpha=declared(MinP, "p"), repetition_penalty=declared(RepetitionPenalty, "penalty"), temperature=_T)
+def dola(alpha=0.1, repetition_penalty=1.2, temperature=1.0) -> Decoder:
+    """DoLa (Chuang et al., 2024), transformers' ``generate(dola_layers=...)``: softmax of
+    ``(log p_final − log p_premature)/temperature`` on the tokens with ``p_final ≥ alpha·max
+    p_final`` (transformers' ``relative_top``), after a repetition penalty (transformers
+    recommends 1.2; ``1.0`` drops it). ``second_logits`` holds the candidate early layers'
+    logits ``batch + (J, V)`` — with the bundled Llama, a step from
+    ``make_step(config, early_exit_layers=dola_layers(config, "high"))``; each row contrasts
+    the candidate of largest Jensen–Shannon divergence (:class:`~simplex_decode.contrast.DoLa`).
+    ``temperature = 0`` is transformers' default greedy DoLa.
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> final = jnp.log(jnp.array([0.5, 0.3, 0.15, 0.05]))
+      >>> early = jnp.log(jnp.array([[0.45, 0.3, 0.15, 0.1], [0.1, 0.6, 0.2, 0.1]]))  # J = 2 layers
+      >>> int(sd.DoLa().premature(final, early))        # the layer farther from the final one
+      1
+      >>> q = sd.dola(alpha=0.2, repetition_penalty=1.0).probs(final, second_logits=early)
+      >>> [round(float(v), 4) for v in q]               # ∝ p_final / p_layer1 on p_final ≥ 0.1
+      [0.8, 0.08, 0.12, 0.0]
+    """
+    penalty = () if is_concrete(repetition_penalty) and float(repetition_penalty) == 1.0 else (
+        RepetitionPenalty(repetition_penalty),)
+    transforms = (DoLa(), *penalty, *_tempered(temperature))
+    return Decoder(Objective(terms=Entropy(), support=MinP(alpha, from_model=True), transforms=transforms))
 
 
 __all__ = ["PRESETS", *PRESETS]
