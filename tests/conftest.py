@@ -7,10 +7,20 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+# Hypothesis profiles: "ci" (the default) is fast and deterministic; "thorough" runs the shared
+# decoder suite's searches at >= 10 000 examples per decoder (see tests/test_decoder_suite.py).
+# Select one with HYPOTHESIS_PROFILE=thorough or --hypothesis-profile=thorough (the option wins).
 settings.register_profile(
     "ci", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
-settings.load_profile("ci")
+settings.register_profile(
+    "thorough",
+    deadline=None,
+    max_examples=10_000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
