@@ -87,6 +87,14 @@ class Decoder:
             key, sol.q, num_samples=num_samples, method=method, valid=sol.status == Status.OK
         )
 
+    def to_config(self) -> dict:
+        """This decoder as plain data (``{"version": 1, "type": "Decoder", ...}``), which
+        :func:`simplex_decode.from_config` turns back into the same decoder; see
+        :mod:`simplex_decode.config` (JSON, YAML and SPEC strings too)."""
+        from ._config import to_config
+
+        return to_config(self)
+
 
 def checked(fn):
     """Run ``fn`` (jitted or not) with simplex_decode's on-device checks turned on.

@@ -374,27 +374,38 @@ class Coverage(Term):
     non-negative array ``(V,)`` or ``(..., V)``, or one of the rules
     ``"model"`` (``w = softmax(logits)``) and ``"top_m"`` (``w = 1`` on the ``top_m``
     most probable tokens of the model, 0 elsewhere; ties by lowest id).
+
+    A rule name is static structure, not a leaf: it is kept in ``rule`` and ``weights``
+    becomes None, so the fields rebuild the term (``Coverage(k, weights=None,
+    rule="top_m")``, as :func:`dataclasses.replace` and :mod:`simplex_decode.config` do).
     """
 
     k: int = static_field(1)
     weights: Any = "model"
     weight: Any = 1.0
     top_m: int = static_field(8)
-    rule: str = static_field("array", init=False)  # derived from `weights`
+    rule: str | None = static_field(None)  # "model" / "top_m" / "array"; derived from `weights`
 
     def __post_init__(self):
         check_range("Coverage", "k", self.k, lo=1, integer=True)
         set_field(self, "k", int(self.k))
         set_field(self, "weight", _check_weight("Coverage", self.weight))
+        if self.rule not in (None, "model", "top_m", "array"):
+            raise ValueError(f"Coverage: `rule` must be None, 'model', 'top_m' or 'array', got {self.rule!r}")
         if isinstance(self.weights, str):
-            if self.weights not in ("model", "top_m"):
+            rule = self.weights
+        else:
+            rule = self.rule if self.weights is None else "array"
+        if self.rule is not None and rule != self.rule:
+            raise ValueError(f"Coverage: `rule` {self.rule!r} contradicts `weights` {self.weights!r}")
+        if isinstance(self.weights, str) or self.weights is None:
+            if rule not in ("model", "top_m"):
                 raise ValueError(
                     f"Coverage: `weights` must be 'model', 'top_m' or a non-negative array, got {self.weights!r}"
                 )
             check_range("Coverage", "top_m", self.top_m, lo=1, integer=True)
             set_field(self, "top_m", int(self.top_m))
-            # A rule name is static structure, not a leaf.
-            set_field(self, "rule", self.weights)
+            set_field(self, "rule", rule)
             set_field(self, "weights", None)
         else:
             set_field(self, "rule", "array")
