@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-__all__ = ["EXAMPLES", "plain_text", "summary", "describe_objective", "component_text"]
+__all__ = ["EXAMPLES", "plain_text", "summary", "declared_ranges", "describe_objective", "component_text"]
 
 #: One example SPEC per preset (``simplex-decode decoders`` shows it and the objective it
 #: solves; tests/test_cli.py checks that every preset has one and that each builds).
@@ -39,10 +39,15 @@ EXAMPLES = {
     "capped": "capped(c=0.5, temperature=0.7)",
     "js_anchored": "js_anchored(lam=1.0, temperature=0.7)",
     "tsallis_coverage": "tsallis_coverage(k=4, alpha=1.5, lam=1.0, beta=0.5)",
+    "mirostat": "mirostat(tau=5.0, eta=0.1, version=2)",
+    "xtc": "xtc(threshold=0.1, probability=0.5)",
+    "cfg": "cfg(guidance_scale=1.5)",
+    "contrastive": "contrastive(alpha=0.1, beta=0.5)",
+    "dola": "dola(alpha=0.1, repetition_penalty=1.2)",
 }
 
 _ROLE = re.compile(r":[a-zA-Z:]+:`(~?)([^`<]*?)(?:\s*<([^>]*)>)?`")
-_LITERAL = re.compile(r"``(.+?)``")
+_LITERAL = re.compile(r"``((?:(?!\n\n).)+?)``", re.S)  # may span lines, not paragraphs
 _DEFAULT_ROLE = re.compile(r"(?<![`\w])`([^`]+)`(?!`)")
 
 
@@ -70,11 +75,10 @@ def plain_text(doc: str) -> str:
         if stripped.startswith(".. ") or stripped.startswith(">>>") or stripped in ("Example:", "Examples:"):
             skip_indent = indent
             continue
-        line = _ROLE.sub(role, line)
-        line = _LITERAL.sub(r"\1", line)
-        line = _DEFAULT_ROLE.sub(r"\1", line)
-        out.append(line.replace("\\\\", "\\"))
-    text = "\n".join(out)
+        out.append(line)
+    # on the whole text: literals and roles may span lines
+    text = _DEFAULT_ROLE.sub(r"\1", _LITERAL.sub(r"\1", _ROLE.sub(role, "\n".join(out))))
+    text = text.replace("\\\\", "\\")
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
@@ -83,6 +87,13 @@ def summary(fn) -> str:
     text = plain_text(inspect.getdoc(fn) or "")
     first = text.split("\n\n", 1)[0]
     return " ".join(first.split())
+
+
+def declared_ranges(fn) -> str:
+    """What each declared argument of a preset or component must be, from its
+    ``__params__`` declarations (``"p: in (0, 1]; temperature: in [0, inf)"``; "" if none)."""
+    declared = getattr(fn, "__params__", None) or {}
+    return "; ".join(f"{n}: {p.requirement().removeprefix('must be ')}" for n, p in declared.items())
 
 
 def _number(v) -> str:

@@ -114,7 +114,7 @@ def _cmd_generate(args) -> int:
 
 def _cmd_decoders(args) -> int:
     from ..config import components, decoders, did_you_mean
-    from .describe import EXAMPLES, describe_objective, plain_text, summary
+    from .describe import EXAMPLES, declared_ranges, describe_objective, plain_text, summary
 
     width = terminal_width()
     names = decoders()
@@ -130,6 +130,11 @@ def _cmd_decoders(args) -> int:
                 print()
                 for line in para.splitlines():
                     print(("    " + line) if line.strip() else "")
+            ranges = declared_ranges(fn)
+            if ranges:
+                print()
+                for line in wrap(ranges, width, indent=f"    {'params':<9}", subsequent=" " * 13):
+                    print(line)
             if name in EXAMPLES:
                 print()
                 for label, text in describe_objective(build_decoder(EXAMPLES[name])):
@@ -144,12 +149,18 @@ def _cmd_decoders(args) -> int:
             print(f"{name}{signature_text(cls)}")
             for line in wrap(summary(cls), width, indent="    "):
                 print(line)
+            ranges = declared_ranges(cls)
+            for line in wrap(ranges, width, indent=f"    {'params':<9}", subsequent=" " * 13) if ranges else ():
+                print(line)
         return 0
     print("Decoders a SPEC may name (`simplex-decode decoders NAME` shows one in full, `--components` the "
           "building blocks):\n")
     for name, fn in names.items():
         print(f"{name}{signature_text(fn)}")
         for line in wrap(summary(fn), width, indent="    "):
+            print(line)
+        ranges = declared_ranges(fn)
+        for line in wrap(ranges, width, indent=f"    {'params':<9}", subsequent=" " * 13) if ranges else ():
             print(line)
         if name in EXAMPLES:
             for label, text in describe_objective(build_decoder(EXAMPLES[name])):
