@@ -46,6 +46,11 @@ PRESET_CASES = {
     "capped": [{"c": 0.5}, {"c": np.array([0.3, 0.9], np.float32), "temperature": 0.7}],
     "js_anchored": [{"lam": 1.0}, {"lam": 0.3, "reference": np.array([0.2, 0.3, 0.5], np.float32)}],
     "tsallis_coverage": [{}, {"k": 6, "alpha": 1.8, "lam": 0.5, "beta": 0.1, "weights": "top_m", "top_m": 3}],
+    "mirostat": [{}, {"tau": 3.0, "eta": 0.2, "version": 1, "m": 50, "temperature": 0.8}],
+    "xtc": [{}, {"threshold": 0.2, "probability": np.array([0.0, 1.0], np.float32), "min_keep": 2}],
+    "cfg": [{"guidance_scale": 1.5}, {"guidance_scale": np.array([1.0, 3.0], np.float32), "temperature": 0.7}],
+    "contrastive": [{}, {"alpha": 0.2, "beta": 0.5, "temperature": 0.0, "amateur_temperature": 0.5}],
+    "dola": [{}, {"alpha": 0.05, "repetition_penalty": 1.0, "temperature": 0.0}],
 }
 
 COMPOSITES = {
@@ -66,6 +71,8 @@ COMPOSITES = {
         transforms=(sd.EDT(1.0, 0.5), sd.DynamicTemperature(0.5, 1.5), sd.EntropixTemperature())),
         solver=sd.Mirror(steps=50, step_size=None, tol=1e-7)),
     "solvers": lambda: sd.Decoder(sd.Objective(terms=sd.Entropy()), solver=sd.ClosedForm()),
+    "dry": lambda: sd.chain(sd.DRY(0.8, allowed_length=3, penalty_last_n=64, sequence_breakers=[(5,), (7, 8, 9)]),
+                            sd.TopK(10), sd.XTC(0.1, 0.5), sd.Mirostat(4.0, 0.1)),
     "exact_opts": lambda: sd.Decoder(sd.Objective(terms=(sd.Entropy(), sd.Cap(0.4))),
                                      solver=sd.Exact(max_steps=20, inner_steps=8)),
     "float64_bf16": lambda: sd.Decoder(sd.Objective(
@@ -168,7 +175,7 @@ def test_preset_names_and_args_in_configs():
      r"'objective.support\[0\]': unknown component 'TopQ' \(did you mean 'TopP'.*valid components: .*TopP"),
     ({"version": 1, "type": "top_pp", "p": 0.9}, r"unknown decoder 'top_pp' \(did you mean 'top_p'"),
     ({"version": 1, "type": "Decoder", "objective": {"type": "Objective", "support": [{"type": "TopP", "p": 2.0}]}},
-     r"at 'objective.support\[0\]': TopP: `p` must be in \(0.0, 1.0\], got 2.0"),
+     r"at 'objective.support\[0\]': TopP: `p` must be in \(0, 1\], got 2.0"),
     ({"version": 1, "type": "Decoder"}, r"Decoder: missing a required argument: 'objective'"),
     ({"version": 1, "type": "LogitBias", "bias": {"type": "array", "dtype": "float32", "data": ["x"]}},
      r"at 'bias': array entries must be numbers"),
