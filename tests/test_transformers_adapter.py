@@ -155,3 +155,45 @@ def test_dlpack_shares_memory_on_cpu():
     assert to_torch(to_jax(b16), b16).dtype == torch.bfloat16
     strided = torch.randn(4, 10)[:, ::2]  # not contiguous: copied, same values
     np.testing.assert_array_equal(np.asarray(to_jax(strided)), strided.numpy())
+
+
+def test_stateful_decoder_threads_its_state_through_generate(model, prompt):
+    """Mirostat in transformers' generate: each step's processed scores are log q of the
+    decoder at the state reached by updating with the tokens transformers drew — replayed
+    here with the library's own step API (probs at the state, then update)."""
+    dec = sd.mirostat(tau=2.0, eta=0.5, temperature=1.5)
+    proc = DecoderLogitsProcessor(dec)
+    kw = dict(max_new_tokens=6, pad_token_id=0, eos_token_id=None, return_dict_in_generate=True, output_scores=True)
+    torch.manual_seed(0)
+    out = model.generate(prompt, logits_processor=transformers.LogitsProcessorList([proc]), do_sample=True,
+                         **WARPERS_OFF, **kw)
+    L = prompt.shape[1]
+    state = dec.init((prompt.shape[0],))
+    probs = jax.jit(lambda d, x, s: d.probs(x, state=s))
+    update = jax.jit(lambda d, s, q, i: d.update(s, q, i))
+    with torch.no_grad():
+        for t, processed in enumerate(out.scores):
+            logits = model(out.sequences[:, : L + t]).logits[:, -1, :].float().numpy()
+            q = probs(dec, logits, state)
+            np.testing.assert_allclose(np.exp(processed.numpy()), np.asarray(q), atol=1e-5)
+            state = update(dec, state, q, out.sequences[:, L + t].numpy().astype(np.int32))
+    mu0 = jax.tree.leaves(dec.init((prompt.shape[0],)))[0]
+    assert not np.allclose(np.asarray(jax.tree.leaves(state)[0]), np.asarray(mu0))  # the state moved
+    # a new generate call starts from the initial state again: its first step equals a fresh processor's
+    torch.manual_seed(1)
+    again = model.generate(prompt, logits_processor=transformers.LogitsProcessorList([proc]), do_sample=True,
+                           **WARPERS_OFF, **kw)
+    np.testing.assert_array_equal(again.scores[0].numpy(), out.scores[0].numpy())
+
+
+def test_random_rules_get_a_key_and_two_source_decoders_are_refused(model, prompt):
+    with torch.no_grad():
+        scores = model(prompt).logits[:, -1, :].float()
+    dec = sd.xtc(threshold=0.05, probability=1.0)  # the coin always fires: q does not depend on the key
+    q = jax.jit(lambda d, x, k: d.probs(x, key=k))(dec, scores.numpy(), jax.random.key(3))
+    got = DecoderLogitsProcessor(dec)(prompt, scores).numpy()
+    np.testing.assert_allclose(np.exp(got), np.asarray(q), atol=1e-6)
+    assert (np.asarray(q) == 0).sum() > (np.asarray(sd.temperature(1.0).probs(scores.numpy())) == 0).sum()
+    for bad in (sd.cfg(1.5), sd.contrastive(), sd.dola()):
+        with pytest.raises(ValueError, match="cannot run as a transformers LogitsProcessor.*second_logits"):
+            DecoderLogitsProcessor(bad)(prompt, scores)
