@@ -245,7 +245,8 @@ def test_verify_shows_the_truncated_solver_gap_and_reads_logits(tmp_path, capsys
     assert cli.main(["verify", "greedy", "--logits", str(logits)]) == 2
     assert "expected a float array of shape (V,) or (rows, V)" in capsys.readouterr().err
     assert cli.main(["verify", "top_k(k=9)", "--vocab", "5"]) == 2
-    assert "`k` must be in [1, V=5]" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "TopK: `k` must be an integer in [1, V=5], got 9\n" in err and "check` failed" not in err
 
 
 def test_bench_prints_the_ratio_to_the_floor(capsys):
@@ -268,7 +269,7 @@ def test_plot_writes_a_png_with_the_usual_mode(tmp_path, capsys, umask_022):
     assert "written to" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sparsemax.png"]
     assert cli.main(["plot", "top_k(k=50)", "--out", str(tmp_path / "k.png")]) == 2
-    assert "`k` must be in [1, V=3]" in capsys.readouterr().err
+    assert "`k` must be an integer in [1, V=3], got 50 (plot evaluates" in capsys.readouterr().err
     assert not (tmp_path / "k.png").exists()
     assert cli.main(["plot", "greedy", "--out", str(tmp_path / "no" / "x.png")]) == 2
 
@@ -366,7 +367,7 @@ def test_generate_prints_samples(tiny_model, capsys):
 
 def test_generate_reports_a_decoder_that_does_not_fit(tiny_model, capsys):
     assert cli.main(["generate", "--prompt", "abc", "--decoder", "top_k(k=41)", "--max-new-tokens", "2"]) == 2
-    assert "`k` must be in [1, V=40]" in capsys.readouterr().err
+    assert "`k` must be an integer in [1, V=40], got 41" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["generate", "--prompt", "x", "--max-new-tokens", "0"],

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .output import check_out, write_png
-from .spec import CLIError, build_decoder
+from .spec import CLIError, build_decoder, error_text
 
 __all__ = ["simplex_grid", "to_xy", "run_plot"]
 
@@ -88,7 +88,7 @@ def run_plot(args) -> int:
         q_fine, ok_f = _solve(decoder, np.log(fine))
         q_path, ok_p = _solve(decoder, paths)
     except ValueError as e:
-        raise CLIError(f"{e} (plot evaluates the decoder on 3-token logits: choose parameters that fit)") from None
+        raise CLIError(f"{error_text(e)} (plot evaluates the decoder on 3-token logits: choose parameters that fit)") from None
     q_path = q_path.reshape(len(starts), len(betas), 3)
     ok_p = ok_p.reshape(len(starts), len(betas))
 

@@ -22,6 +22,12 @@ class CLIError(Exception):
     """A user error: printed as ``simplex-decode: error: …`` with exit status 2."""
 
 
+def error_text(e: Exception) -> str:
+    """An error's message for the terminal, without checkify's `` (`check` failed)`` tag
+    (the on-device checks of :func:`simplex_decode.checked` raise with it)."""
+    return str(e).removesuffix(" (`check` failed)")
+
+
 def available_presets() -> dict[str, Any]:
     """``{name: preset function}``: the named decoders a SPEC may call (``PRESETS``)."""
     from ..presets import PRESETS
@@ -101,4 +107,4 @@ def check_fits(decoder, vocab_size: int, *, what: str = "decoder") -> None:
     try:
         run(decoder, np.zeros((1, vocab_size), np.float32), np.zeros((1, 1), np.int32))
     except ValueError as e:
-        raise CLIError(f"{what} on {vocab_size} tokens: {e}") from None
+        raise CLIError(f"{what} on {vocab_size} tokens: {error_text(e)}") from None

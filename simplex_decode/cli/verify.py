@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 
 from .describe import describe_objective
-from .spec import CLIError, build_decoder
+from .spec import CLIError, build_decoder, error_text
 
 __all__ = ["sample_logits", "run_verify"]
 
@@ -85,7 +85,7 @@ def run_verify(args) -> int:
         sol = jax.device_get(checked(jax.jit(lambda d, x: d.solve(x)))(decoder, logits))
         q_ref = reference.solve(obj, logits)
     except ValueError as e:
-        raise CLIError(str(e)) from None
+        raise CLIError(error_text(e)) from None
     q = np.asarray(sol.q, np.float64)
     status = np.asarray(sol.status)
     with jax.enable_x64(True):
