@@ -193,7 +193,7 @@ def test_random_rules_get_a_key_and_two_source_decoders_are_refused(model, promp
     q = jax.jit(lambda d, x, k: d.probs(x, key=k))(dec, scores.numpy(), jax.random.key(3))
     got = DecoderLogitsProcessor(dec)(prompt, scores).numpy()
     np.testing.assert_allclose(np.exp(got), np.asarray(q), atol=1e-6)
-    assert (np.asarray(q) == 0).any(-1).all()  # XTC removed tokens from every row (a softmax has no zeros)
+    assert (np.asarray(q) == 0).any()  # XTC removed tokens (in rows with >= 2 above the threshold; a softmax has no zeros)
     for bad in (sd.cfg(1.5), sd.contrastive(), sd.dola()):
         with pytest.raises(ValueError, match="cannot run as a transformers LogitsProcessor.*second_logits"):
             DecoderLogitsProcessor(bad)(prompt, scores)
