@@ -4,9 +4,10 @@ Every decoder solves ``q* = argmax_{q ∈ Δ, supp q ⊆ S(s)} <q, s> + Σ_j c_j
 and then samples from ``q*``. See the README for the table of decoders.
 """
 
-from . import analysis
+from . import analysis, constraints
 from .adaptive import EDT, AdaptiveTemperature, DynamicTemperature, EntropixTemperature, entropy_stats
 from .chain import chain
+from .constraints import Constraint, constrain
 from .decoder import Decoder, checked
 from .generation import (
     BeamSearchResult,
@@ -154,3 +155,5 @@ __all__ += [
 __all__ += ["PRESETS", "AdaptiveTemperature", "Cap", "Exact", "Mirror", "ProjectedGradient", "analysis", "best_of_k"]
 
 __all__ += ["JensenShannon", "capped", "js_anchored", "tsallis_coverage"]
+
+__all__ += ["Constraint", "constrain", "constraints"]

@@ -55,8 +55,17 @@ class Decoder:
             raise ValueError(f"objective: must be an Objective, got {type(self.objective).__name__}")
         set_field(self, "solver", resolve_solver(self.solver))
 
-    def solve(self, logits, *, history=None, history_mask=None) -> Solution:
-        problem = self.objective.prepare(logits, history=history, history_mask=history_mask)
+    def init(self, batch_shape=()):
+        """The decoder's per-row state for logits of batch shape ``batch_shape`` (a tuple with
+        an entry per support rule, None for those without state: empty for most decoders)."""
+        return self.objective.init(batch_shape)
+
+    def update(self, state, ids):
+        """The state after the chosen tokens ``ids`` (batch shape; -1 leaves a row's state)."""
+        return self.objective.update(state, ids)
+
+    def solve(self, logits, *, state=None, history=None, history_mask=None) -> Solution:
+        problem = self.objective.prepare(logits, history=history, history_mask=history_mask, state=state)
         q, stats = self.solver(self.objective, problem)
         q = greedy_where(problem.greedy[..., None], q, problem.scores, problem.mask)
         status = problem.status
@@ -68,24 +77,30 @@ class Decoder:
         q = jnp.where(ok[..., None], q, 0.0)
         return Solution(q=q, status=status, stats=stats)
 
-    def probs(self, logits, *, history=None, history_mask=None):
-        sol = self.solve(logits, history=history, history_mask=history_mask)
+    def probs(self, logits, *, state=None, history=None, history_mask=None):
+        sol = self.solve(logits, state=state, history=history, history_mask=history_mask)
         raise_on_bad_rows(sol.status)
         return sol.q
 
-    def sample(self, key, logits, *, num_samples=None, history=None, history_mask=None, method="auto"):
+    def sample(self, key, logits, *, num_samples=None, state=None, history=None, history_mask=None, method="auto"):
+        """Token ids drawn from ``q*``; with ``state=`` returns ``(ids, decoder.update(state, ids))``."""
+        if state is not None and num_samples is not None:
+            raise ValueError(
+                "num_samples: cannot be combined with state= (the samples would move the state apart); give each "
+                "sample its own row and state (decoder.init((..., K))), or use generate(num_samples=K)"
+            )
         if not self.objective.terms and isinstance(self.solver, (Auto, ClosedForm)):
             # The linear problem: its optimum is the argmax, no distribution to draw from.
-            problem = self.objective.prepare(logits, history=history, history_mask=history_mask)
+            problem = self.objective.prepare(logits, history=history, history_mask=history_mask, state=state)
             raise_on_bad_rows(problem.status)
             ids = argmax(jnp.where(problem.mask, problem.scores, -jnp.inf))
             ids = jnp.where(problem.status == Status.OK, ids, -1)
-            return ids if num_samples is None else jnp.repeat(ids[..., None], num_samples, axis=-1)
-        sol = self.solve(logits, history=history, history_mask=history_mask)
-        raise_on_bad_rows(sol.status)
-        return sample_from_probs(
-            key, sol.q, num_samples=num_samples, method=method, valid=sol.status == Status.OK
-        )
+            ids = ids if num_samples is None else jnp.repeat(ids[..., None], num_samples, axis=-1)
+        else:
+            sol = self.solve(logits, state=state, history=history, history_mask=history_mask)
+            raise_on_bad_rows(sol.status)
+            ids = sample_from_probs(key, sol.q, num_samples=num_samples, method=method, valid=sol.status == Status.OK)
+        return ids if state is None else (ids, self.update(state, ids))
 
 
 def checked(fn):

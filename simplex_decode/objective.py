@@ -111,8 +111,56 @@ class Objective:
         fields.update(changes)
         return Objective(**fields)
 
-    def prepare(self, logits, *, history=None, history_mask=None) -> Problem:
-        """Apply the transforms and support rules to ``logits`` (shape ``(..., V)``)."""
+    # --- state: support rules that carry one (a Constraint's automaton state) ---
+
+    def _stateful(self):
+        return tuple(hasattr(rule, "init") for rule in self.support)
+
+    def init(self, batch_shape=()):
+        """Per-row state of the support rules that carry one (None for the others)."""
+        return tuple(r.init(tuple(batch_shape)) if st else None for r, st in zip(self.support, self._stateful(), strict=True))
+
+    def update(self, state, ids):
+        """The state after the chosen token ``ids`` (int, the batch shape; -1 keeps a row's state)."""
+        self._check_state(state)
+        return tuple(r.update(x, ids) if st else None for r, x, st in zip(self.support, state, self._stateful(), strict=True))
+
+    def end_status(self, state, batch_shape):
+        """Status of rows that stop in ``state`` without an EOS token (OK, or the first
+        rule's code: a Constraint says ``CONSTRAINT_INCOMPLETE`` before its match is complete)."""
+        status = jnp.zeros(tuple(batch_shape), jnp.int32)
+        if any(self._stateful()):
+            self._check_state(state)
+            for rule, x, st in zip(self.support, state, self._stateful(), strict=True):
+                if st and hasattr(rule, "end_status"):
+                    status = jnp.where(status == Status.OK, rule.end_status(x), status)
+        return status
+
+    @property
+    def eos_ids(self) -> tuple:
+        """Token ids the support rules end a sequence with (a Constraint's EOS ids)."""
+        return tuple(dict.fromkeys(i for r in self.support for i in getattr(r, "eos_ids", ())))
+
+    def _check_state(self, state):
+        if state is None:
+            raise ValueError(
+                "state: this decoder's support rules carry state (a Constraint); pass state=decoder.init(batch_shape) "
+                "and move it on with decoder.update(state, ids), or use simplex_decode.generate"
+            )
+        if not isinstance(state, tuple) or len(state) != len(self.support):
+            raise ValueError(
+                f"state: must be the tuple decoder.init(batch_shape) returns ({len(self.support)} entries), got {type(state).__name__}"
+            )
+
+    def prepare(self, logits, *, history=None, history_mask=None, state=None) -> Problem:
+        """Apply the transforms and support rules to ``logits`` (shape ``(..., V)``).
+
+        ``state``: the decoder's state (:meth:`init`) when a support rule carries one. A
+        rule that restricts the domain (a Constraint) is applied first, to the logits
+        themselves, so everything after it sees only the tokens it allows."""
+        stateful = self._stateful()
+        if any(stateful) or state is not None:
+            self._check_state(state)
         logits = jnp.asarray(logits)
         if logits.ndim < 1 or logits.shape[-1] < 1:
             raise ValueError(f"logits: must have shape (..., V) with V >= 1, got {logits.shape}")
@@ -122,6 +170,10 @@ class Objective:
         batch = x.shape[:-1]
         nonfinite = jnp.any(jnp.isnan(x) | (x == jnp.inf), axis=-1)
         x = jnp.where(nonfinite[..., None], 0.0, x)
+        domain = tuple(getattr(rule, "restricts_domain", False) for rule in self.support)
+        for rule, st, d in zip(self.support, state or (None,) * len(self.support), domain, strict=True):
+            if d:
+                x = rule.apply(x, st)
         if history is not None:
             history = jnp.asarray(history)
             if history.ndim < 1 or history.shape[:-1] != batch:
@@ -156,8 +208,9 @@ class Objective:
             if g is not None:
                 greedy = greedy | g
         mask = s > -jnp.inf
-        for rule in self.support:
-            mask = rule(s, mask, ctx)
+        for rule, d in zip(self.support, domain, strict=True):
+            if not d:
+                mask = rule(s, mask, ctx)
         for term in self.terms:
             # A KL term with weight > 0 forbids tokens its reference gives zero mass.
             if hasattr(term, "log_reference"):

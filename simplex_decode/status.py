@@ -43,6 +43,8 @@ class Status(enum.IntEnum):
     INVALID_PARAMETER = 6
     #: the constraints admit no distribution (e.g. a cap ``c`` with ``c·|support| < 1``)
     INFEASIBLE = 7
+    #: the row reached ``max_new_tokens`` before its constraint (regex, JSON schema) accepted
+    CONSTRAINT_INCOMPLETE = 8
 
     @property
     def message(self) -> str:
@@ -59,6 +61,8 @@ _MESSAGES = {
     Status.INVALID_SOLUTION: "the solver returned a q that is not a distribution (non-finite or off the simplex)",
     Status.INVALID_PARAMETER: "a parameter is out of its allowed range for this row",
     Status.INFEASIBLE: "the constraints admit no distribution on this row's support",
+    Status.CONSTRAINT_INCOMPLETE: "the row reached max_new_tokens before its output matched the constraint "
+    "(it is an unfinished match); raise max_new_tokens",
 }
 #: ``{code: message}`` (kept for callers that index by int).
 Status.MESSAGES = {int(k): v for k, v in _MESSAGES.items()}

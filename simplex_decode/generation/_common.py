@@ -222,10 +222,11 @@ class LoopState(NamedTuple):
     done: Any
     status: Any
     n_gen: Any
+    dstate: Any = None
 
 
 def decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_new_tokens, eos_ids, pad_id,
-                 extras=(), callback=None, callback_shape=None):
+                 extras=(), callback=None, callback_shape=None, dstate=None, advance=None):
     """The shared decode loop over N rows (prompt/lengths already repeated to N rows).
 
     ``select(t, logits, cache, positions, history, history_mask)`` returns
@@ -234,6 +235,10 @@ def decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_new
     ``(host_fn, args)``; ``host_fn(*args, t, tokens, done)`` runs on the host after each step. Finished rows get ``pad_id``
     and position -1 (the model skips them); the loop stops when every row is finished
     or after ``max_new_tokens`` tokens, and never runs the model after the last token.
+
+    ``dstate``/``advance``: a decoder state threaded through the loop (None: none). With
+    them ``select`` takes the state as a last argument, and after each step the state
+    becomes ``advance(state, tokens, emitted)`` (rows that did not emit keep theirs).
     """
     N, P = prompt.shape
     T = max_new_tokens
@@ -247,7 +252,8 @@ def decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_new
     def body(s: LoopState) -> LoopState:
         pos = lengths + s.t
         hmask = cols < s.hist_len[:, None]
-        ids, lq, st, ex = select(s.t, s.logits, s.cache, pos, s.hist, hmask)
+        dargs = () if advance is None else (s.dstate,)
+        ids, lq, st, ex = select(s.t, s.logits, s.cache, pos, s.hist, hmask, *dargs)
         active = ~s.done
         ok = st == Status.OK
         emit = active & ok
@@ -282,6 +288,7 @@ def decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_new
             done=done,
             status=jnp.where(active & ~ok, st, s.status).astype(jnp.int32),
             n_gen=s.n_gen + emit,
+            dstate=s.dstate if advance is None else advance(s.dstate, tok, emit),
         )
 
     zeros = jnp.zeros((N, T), jnp.float32)
@@ -298,6 +305,7 @@ def decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_new
         done=jnp.zeros((N,), bool),
         status=jnp.zeros((N,), jnp.int32),
         n_gen=jnp.zeros((N,), jnp.int32),
+        dstate=dstate,
     )
     out = lax.while_loop(lambda s: (s.t < T) & ~jnp.all(s.done), body, init)
     finished = out.done & (out.status == Status.OK)

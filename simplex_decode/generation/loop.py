@@ -95,6 +95,8 @@ class GenerateResult(NamedTuple):
       diagnostics: None, or a dict of float32 per-step arrays (shape of ``tokens``; 0 after
         the end): ``entropy`` of q (nats), ``support_size`` (tokens with q > 0),
         ``kl_to_model`` = KL(q ‖ softmax(logits)), ``model_entropy``.
+      state: the decoder's final state (``decoder.init`` of the rows' shape; a tuple of
+        Nones for decoders without state), e.g. a Constraint's automaton state per row.
     """
 
     tokens: jax.Array
@@ -104,6 +106,7 @@ class GenerateResult(NamedTuple):
     model_logprobs: jax.Array
     status: jax.Array
     diagnostics: dict | None = None
+    state: Any = None
 
 
 # --------------------------------------------------------------------------------------
@@ -142,10 +145,10 @@ def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, *, step, 
     row_keys = row_keys.reshape((N,) + row_keys.shape[2:])
     names = ("entropy", "support_size", "kl_to_model", "model_entropy") if diagnostics else ()
 
-    def select(t, logits, cache, pos, hist, hmask):
+    def select(t, logits, cache, pos, hist, hmask, dstate):
         V = logits.shape[-1]
         sol = decoder.solve(
-            logits.reshape(B, K, V), history=hist.reshape(B, K, -1), history_mask=hmask.reshape(B, K, -1)
+            logits.reshape(B, K, V), state=dstate, history=hist.reshape(B, K, -1), history_mask=hmask.reshape(B, K, -1)
         )
         raise_on_bad_rows(sol.status)
         ok = sol.status == Status.OK
@@ -156,11 +159,18 @@ def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, *, step, 
         ex = step_diagnostics(q, logits) if diagnostics else {}
         return ids, take_ids(safe_log(q), ids), sol.status.reshape(N), ex
 
+    def advance(dstate, tok, emit):
+        return decoder.update(dstate, jnp.where(emit, tok, -1).reshape(B, K))
+
     out, finished = decode_loop(
         step, params, cache, logits, jnp.repeat(prompt, K, axis=0), jnp.repeat(lengths, K, axis=0), select,
         max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id, extras=names,
         callback=(_run_callback, (callback_id,)) if stream else None, callback_shape=(B,) if squeeze else (B, K),
+        dstate=decoder.init((B, K)), advance=advance,
     )
+    # rows cut at max_new_tokens: a constraint whose match is unfinished says so
+    ended = decoder.objective.end_status(out.dstate, (B, K)).reshape(N)
+    status = jnp.where(~out.done & (out.status == Status.OK), ended, out.status)
     shape = (B,) if squeeze else (B, K)
     r = lambda x: x.reshape(shape + x.shape[1:])  # noqa: E731
     return GenerateResult(
@@ -169,9 +179,20 @@ def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, *, step, 
         finished=r(finished),
         logprobs=r(out.logq),
         model_logprobs=r(out.logp),
-        status=r(out.status),
+        status=r(status),
         diagnostics={k: r(v) for k, v in out.extras.items()} if diagnostics else None,
+        state=jax.tree.map(lambda x: x.reshape(shape + x.shape[2:]), out.dstate),
     )
+
+
+def _check_constraint_eos(decoder, eos_ids, eos_id):
+    need = decoder.objective.eos_ids if hasattr(decoder, "objective") else ()
+    missing = [i for i in need if i not in eos_ids]
+    if missing:
+        raise ValueError(
+            f"eos_id: the decoder's constraint ends its output with token id(s) {list(need)}, so generation "
+            f"must stop on them; got eos_id={eos_id!r}"
+        )
 
 
 def generate(
@@ -257,6 +278,7 @@ def generate(
     eos_ids = parse_eos_ids(eos_id)
     if not hasattr(decoder, "solve"):
         raise ValueError(f"decoder: must be a simplex_decode.Decoder, got {type(decoder).__name__}")
+    _check_constraint_eos(decoder, eos_ids, eos_id)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback: must be None or a callable (t, tokens, done), got {callback!r}")
     prompt, lengths = parse_prompts(prompt_tokens, prompt_lengths, pad_id)
