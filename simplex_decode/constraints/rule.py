@@ -110,7 +110,8 @@ class Constraint(SupportRule):
     def on_device(self) -> bool:
         return isinstance(self.tables, Tables)
 
-    def _check_vocab(self, V):
+    def check_vocab_size(self, V):
+        """Raise ValueError unless the logits have the vocabulary size the automata were compiled for."""
         if V != self.vocab_size:
             raise ValueError(
                 f"Constraint: compiled for a vocabulary of V={self.vocab_size} token ids ({self.names[0]}), "
@@ -129,7 +130,7 @@ class Constraint(SupportRule):
 
     def apply(self, x, state):
         """``x`` with the disallowed tokens of each row at ``-inf``."""
-        self._check_vocab(x.shape[-1])
+        self.check_vocab_size(x.shape[-1])
         state = jnp.asarray(state)
         if state.shape != x.shape[:-1]:
             raise ValueError(
