@@ -234,6 +234,21 @@ def test_optional_tail_after_a_possible_end_is_offered(smollm2_vocabulary):
     assert a.accepting[after] and a.walk(five + dot) > 0 and a.accepting[a.walk(five + dot + five)]
 
 
+def test_iso_date_pattern_is_exactly_the_calendar():
+    import datetime
+
+    rx = re.compile(PATTERNS["iso_date"])
+    years = [*range(0, 12), *range(1896, 1905), *range(1996, 2005), *range(2096, 2105), *range(2396, 2405), 9999]
+    for y, m, d in ((y, m, d) for y in years for m in range(14) for d in range(33)):
+        s = f"{y:04d}-{m:02d}-{d:02d}"
+        try:
+            datetime.date.fromisoformat(s)
+            valid = True
+        except ValueError:
+            valid = False
+        assert (rx.fullmatch(s) is not None) == valid, s
+
+
 def test_tables_are_small_and_pruning_never_needed(automata):
     for name, a in automata.items():
         assert a.on_device and a.stats["pruned"] == 0, name

@@ -190,3 +190,53 @@ def test_smollm2_generations_parse_and_validate(smollm2_model):
     texts = [tok.decode(out.tokens[i, : int(out.lengths[i]) - 1].tolist()) for i in range(2)]  # without EOS
     jsonschema.validate(json.loads(texts[0]), SCHEMAS["person"])
     assert re.fullmatch(PATTERNS["iso_date"], texts[1]), texts[1]
+
+
+# --------------------------------------------------------------------------------------
+# The CLI: simplex-decode generate --regex PATTERN / --json-schema FILE (a tiny random Llama
+# with a 40-token byte-level vocabulary, so no model file is needed)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_cli_model(monkeypatch):
+    from simplex_decode import cli
+    from simplex_decode.models import GGUFTokenizer, LlamaConfig, init_random_params
+
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *"0123456789", "-", *"abcdefghijklmnopqrstuvwxyz"]
+    tok = GGUFTokenizer(tokens, merges=[], token_types=[3, 3, 3] + [1] * 37, eos_token_id=2)
+    config = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
+                         num_kv_heads=1, max_position_embeddings=32)
+    params = jax.jit(init_random_params, static_argnums=(0,))(config, jax.random.PRNGKey(0))
+    model = cli.Model(config, params, tok)
+    monkeypatch.setattr(cli.model, "load_model", lambda path=None: model)
+    return cli
+
+
+def test_cli_regex_and_json_schema(tiny_cli_model, tmp_path, capsys):
+    cli = tiny_cli_model
+    pattern = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    assert cli.main(["generate", "--prompt", "date", "--regex", pattern, "--max-new-tokens", "12",
+                     "--decoder", "top_p(p=0.9)", "--num-samples", "2"]) == 0
+    texts = [t for t in capsys.readouterr().out.splitlines() if not t.startswith("---")]
+    assert len(texts) == 2 and all(re.fullmatch(pattern, t) for t in texts), texts
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 1}))
+    # no '[', ']' or ',' in this vocabulary: the schema's language is empty here, said before generating
+    assert cli.main(["generate", "--prompt", "n", "--json-schema", str(schema)]) == 2
+    assert "--json-schema: json_schema " in capsys.readouterr().err
+    schema.write_text(json.dumps({"type": "integer"}))
+    assert cli.main(["generate", "--prompt", "n", "--json-schema", str(schema), "--max-new-tokens", "8"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out), int)
+
+
+def test_cli_constraint_errors(tiny_cli_model, tmp_path, capsys):
+    cli = tiny_cli_model
+    assert cli.main(["generate", "--prompt", "a", "--regex", "(ab"]) == 2
+    assert "simplex-decode: error: --regex: regex '(ab': not a valid regular expression" in capsys.readouterr().err
+    assert cli.main(["generate", "--prompt", "a", "--json-schema", str(tmp_path / "missing.json")]) == 2
+    assert "json_schema: cannot read" in capsys.readouterr().err
+    assert cli.main(["generate", "--prompt", "a", "--regex", "[0-9]{20}", "--max-new-tokens", "3"]) == 1
+    assert "sample 1 reached --max-new-tokens before its output matched the constraint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--prompt", "a", "--regex", "a", "--json-schema", "x.json"])

@@ -47,9 +47,14 @@ SCHEMAS = {
     },
 }
 
-#: name -> regular expression (the output must match it in full)
+_YEAR = r"([0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"  # 0001-9999
+_LEAP_YEAR = r"([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
+_MONTH_DAY = r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+
+#: name -> regular expression (the output must match it in full). ``iso_date`` matches
+#: exactly the calendar dates YYYY-MM-DD of years 0001-9999 (leap years included).
 PATTERNS = {
-    "iso_date": r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])",
+    "iso_date": rf"{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29",
     "email": r"[a-z0-9._%+-]{1,24}@[a-z0-9-]{1,16}(\.[a-z0-9-]{1,16}){0,2}\.[a-z]{2,6}",
     "signed_decimal": r"[+-][0-9]{1,6}\.[0-9]{1,4}",
 }
