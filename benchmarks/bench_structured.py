@@ -32,11 +32,10 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _timing import per_step_time  # noqa: E402
-from bench_generate import PROMPTS, real_logits  # noqa: E402
+from bench_generate import PROMPTS, real_logits, time_generate  # noqa: E402
 
 import simplex_decode as sd  # noqa: E402
 from simplex_decode.constraints import Vocabulary, json_schema, regex  # noqa: E402
@@ -47,19 +46,6 @@ DECODERS = {
     "top_p": lambda: sd.top_p(0.9, temperature=0.7),
     "bok_exact": lambda: sd.best_of_k(k=8, lam=0.2, beta=0.02, temperature=0.7),
 }
-
-
-def time_generate(step, params, ids, cache, decoder, B, T, repeats, eos_id):
-    kw = dict(decoder=decoder, key=jax.random.key(0), max_new_tokens=T, cache=cache, num_samples=B, eos_id=eos_id)
-    jax.block_until_ready(sd.generate(step, params, [ids], **kw).tokens)  # compile
-    best = np.inf
-    for r in range(repeats):
-        t0 = time.perf_counter()
-        out = sd.generate(step, params, [ids], **dict(kw, key=jax.random.key(r + 1)))
-        jax.block_until_ready(out.tokens)
-        best = min(best, time.perf_counter() - t0)
-    assert int(np.asarray(out.lengths).min()) == T, "a row stopped early: the step difference would be wrong"
-    return best
 
 
 def main(argv=None):

@@ -350,6 +350,19 @@ def test_nucleus_is_taken_among_allowed_tokens(toy):
     assert float(q[0, 2]) > 0.5 and float(jnp.sum(q)) == pytest.approx(1.0)
 
 
+def test_chain_and_constrain_agree(toy):
+    """A Constraint given to sd.chain (anywhere in the order) is the same restriction."""
+    a = regex(r"[0-2]{2}(ab)?", toy)
+    c = Constraint(a)
+    chained = sd.chain(sd.MinP(0.1), c, sd.TopP(0.8), sd.Temperature(0.7))
+    direct = sd.constrain(sd.chain(sd.MinP(0.1), sd.TopP(0.8), sd.Temperature(0.7)), c)
+    logits = jnp.asarray(np.random.default_rng(2).standard_normal((3, len(TOY))) * 3, jnp.float32)
+    state = jnp.asarray([a.start, a.walk([0]), a.walk([4])], jnp.int32)
+    qs = [d.probs(logits, state=tuple(state if isinstance(r, Constraint) else None for r in d.objective.support))
+          for d in (chained, direct)]
+    np.testing.assert_array_equal(np.asarray(qs[0]), np.asarray(qs[1]))
+
+
 def test_sample_with_state_moves_the_state(toy):
     a = regex(r"ab(12)?", toy)
     dec = sd.constrain(sd.greedy(), a)
