@@ -84,6 +84,11 @@ class Decoder:
 
     def sample(self, key, logits, *, num_samples=None, state=None, history=None, history_mask=None, method="auto"):
         """Token ids drawn from ``q*``; with ``state=`` returns ``(ids, decoder.update(state, ids))``."""
+        if state is None and any(hasattr(r, "init_state") for r in self.objective.support):
+            raise ValueError(
+                "state: this decoder carries state between steps (a Constraint); pass state=decoder.init(batch_shape) "
+                "and keep the state sample returns: ids, state = decoder.sample(key, logits, state=state)"
+            )
         if state is not None and num_samples is not None:
             raise ValueError(
                 "num_samples: cannot be combined with state= (the samples would move the state apart); give each "

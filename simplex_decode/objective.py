@@ -114,16 +114,16 @@ class Objective:
     # --- state: support rules that carry one (a Constraint's automaton state) ---
 
     def _stateful(self):
-        return tuple(hasattr(rule, "init") for rule in self.support)
+        return tuple(hasattr(rule, "init_state") for rule in self.support)
 
     def init(self, batch_shape=()):
         """Per-row state of the support rules that carry one (None for the others)."""
-        return tuple(r.init(tuple(batch_shape)) if st else None for r, st in zip(self.support, self._stateful(), strict=True))
+        return tuple(r.init_state(tuple(batch_shape)) if st else None for r, st in zip(self.support, self._stateful(), strict=True))
 
     def update(self, state, ids):
         """The state after the chosen token ``ids`` (int, the batch shape; -1 keeps a row's state)."""
         self._check_state(state)
-        return tuple(r.update(x, ids) if st else None for r, x, st in zip(self.support, state, self._stateful(), strict=True))
+        return tuple(r.update_state(x, ids) if st else None for r, x, st in zip(self.support, state, self._stateful(), strict=True))
 
     def end_status(self, state, batch_shape):
         """Status of rows that stop in ``state`` without an EOS token (OK, or the first
@@ -155,11 +155,12 @@ class Objective:
     def prepare(self, logits, *, history=None, history_mask=None, state=None) -> Problem:
         """Apply the transforms and support rules to ``logits`` (shape ``(..., V)``).
 
-        ``state``: the decoder's state (:meth:`init`) when a support rule carries one. A
-        rule that restricts the domain (a Constraint) is applied first, to the logits
-        themselves, so everything after it sees only the tokens it allows."""
-        stateful = self._stateful()
-        if any(stateful) or state is not None:
+        ``state``: the decoder's state (:meth:`init`) when a support rule carries one (None:
+        the initial state). A rule that restricts the domain (a Constraint) is applied first,
+        to the logits themselves, so everything after it sees only the tokens it allows."""
+        if any(self._stateful()) and state is None:
+            state = self.init(jnp.shape(logits)[:-1])
+        if state is not None:
             self._check_state(state)
         logits = jnp.asarray(logits)
         if logits.ndim < 1 or logits.shape[-1] < 1:

@@ -263,7 +263,7 @@ def test_tables_are_small_and_pruning_never_needed(automata):
 def test_union_rows_follow_their_own_automaton(automata):
     names = ["iso_date", "email", "person"]
     c = Constraint([automata[n] for n in names], which=jnp.array([0, 1, 2]))
-    state = c.init((3,))
+    state = c.init_state((3,))
     rng = np.random.default_rng(0)
     rows = [automata[n].start for n in names]
     for _ in range(40):
@@ -278,7 +278,7 @@ def test_union_rows_follow_their_own_automaton(automata):
                 toks[-1] = -1  # keep the state: stay inside the match
             else:
                 rows[i] = int(a.transitions[rows[i], a.token_class[toks[-1]]])
-        state = c.update(state, jnp.asarray(toks))
+        state = c.update_state(state, jnp.asarray(toks))
 
 
 def test_host_path_gives_the_same_masks_and_states(smollm2_vocabulary, automata):
@@ -293,10 +293,10 @@ def test_host_path_gives_the_same_masks_and_states(smollm2_vocabulary, automata)
     def run(c, tokens):
         def body(state, tok):
             m = c.allowed(state)
-            nxt = jnp.where(tok == a_dev.eos_ids[0], c.init(), c.update(state, tok))
+            nxt = jnp.where(tok == a_dev.eos_ids[0], c.init_state(), c.update_state(state, tok))
             return nxt, (c.accepting(state), jnp.packbits(m, bitorder="little"))
 
-        return jax.lax.scan(body, c.init(), tokens)[1]
+        return jax.lax.scan(body, c.init_state(), tokens)[1]
 
     acc_d, mask_d = run(c_dev, jnp.asarray(tokens))
     acc_h, mask_h = run(c_host, jnp.asarray(tokens))
@@ -415,8 +415,10 @@ def test_vocabulary_and_token_mismatches(toy):
         dec.probs(jnp.zeros(20), state=dec.init())
     with pytest.raises(ValueError, match="token ids must be in \\[0, V-1=15\\]"):
         dec.update(dec.init(), 16)
-    with pytest.raises(ValueError, match="state: this decoder's support rules carry state"):
-        dec.probs(jnp.zeros(16))
+    np.testing.assert_array_equal(np.asarray(dec.probs(jnp.zeros(16))),  # no state: the start state
+                                  np.asarray(dec.probs(jnp.zeros(16), state=dec.init())))
+    with pytest.raises(ValueError, match="state: this decoder carries state between steps"):
+        dec.sample(jax.random.key(0), jnp.zeros(16))
     with pytest.raises(ValueError, match="the state must have the logits' batch shape \\(2,\\)"):
         dec.probs(jnp.zeros((2, 16)), state=dec.init((3,)))
     other = Vocabulary(TOY[:-1] + [b"z"], eos_ids=[TOY_EOS])

@@ -47,8 +47,8 @@ class Constraint(SupportRule):
         aligned with the leading batch axes, as every per-row parameter; default 0). A leaf:
         new values never recompile.
 
-    The rule has state — each row's automaton state, int32 — created by :meth:`init` and
-    moved on by :meth:`update` with the chosen tokens (``Decoder.init`` / ``Decoder.update``
+    The rule has state — each row's automaton state, int32 — created by :meth:`init_state` and
+    moved on by :meth:`update_state` with the chosen tokens (``Decoder.init`` / ``Decoder.update``
     and :func:`simplex_decode.generate` do this for you). State 0 is the dead state (a token
     that was not allowed was fed in): nothing is allowed there, so the row's status becomes
     ``EMPTY_SUPPORT``.
@@ -119,7 +119,7 @@ class Constraint(SupportRule):
                 "(Vocabulary.from_tokenizer(tok, vocab_size=V) when the model pads its vocabulary)"
             )
 
-    def init(self, batch_shape=()):
+    def init_state(self, batch_shape=()):
         """Each row's start state: int32 of shape ``batch_shape``."""
         batch_shape = tuple(batch_shape)
         return self.starts[per_row(self.which, batch_shape, jnp.int32)[..., 0]]
@@ -142,8 +142,9 @@ class Constraint(SupportRule):
     def __call__(self, scores, mask, ctx):  # applied by Objective.prepare through `apply`
         raise ValueError("Constraint: a rule with state; call the decoder with `state=` (see Decoder.init)")
 
-    def update(self, state, ids):
-        """The states after the chosen tokens ``ids`` (rows with id -1, a bad row, keep theirs)."""
+    def update_state(self, state, ids, q_ids=None):
+        """The states after the chosen tokens ``ids`` (rows with id -1, a bad row, keep theirs;
+        ``q_ids``, the drawn tokens' probabilities, is not needed)."""
         ids = jnp.asarray(ids)
         if is_concrete(ids) and np.any(np.asarray(ids) >= self.vocab_size):
             raise ValueError(

@@ -158,7 +158,7 @@ def _beam_jit(params, prompt, lengths, constraint, *, step, cache_fn, beam_width
         new_tok = jnp.take_along_axis(tok, ai, axis=1).reshape(B * W)
         cstate = s.cstate
         if constraint is not None:
-            cstate = constraint.update(jnp.take_along_axis(s.cstate, parent, axis=1), new_tok.reshape(B, W))
+            cstate = constraint.update_state(jnp.take_along_axis(s.cstate, parent, axis=1), new_tok.reshape(B, W))
         n_fin = jnp.sum(fs > neg, axis=1)
         full = n_fin == W
         if early_stopping:
@@ -190,7 +190,7 @@ def _beam_jit(params, prompt, lengths, constraint, *, step, cache_fn, beam_width
         fin_lp=jnp.full((B, W), neg),
         fin_len=jnp.zeros((B, W), jnp.int32),
         done=jnp.zeros((B,), bool),
-        cstate=None if constraint is None else constraint.init((B, W)),
+        cstate=None if constraint is None else constraint.init_state((B, W)),
     )
     s = lax.while_loop(lambda s: (s.t < T) & ~jnp.all(s.done), body, init)
     # prompts still searching when the budget ran out: their alive prefixes compete too
@@ -279,7 +279,7 @@ def beam_search(
     prompt, lengths = parse_prompts(prompt_tokens, prompt_lengths, pad_id)
     eos_ids = parse_eos_ids(eos_id)
     if constraint is not None:
-        if not (hasattr(constraint, "allowed") and hasattr(constraint, "init") and hasattr(constraint, "update")):
+        if not (hasattr(constraint, "allowed") and hasattr(constraint, "init_state") and hasattr(constraint, "update_state")):
             raise ValueError(f"constraint: must be None or a simplex_decode.Constraint, got {type(constraint).__name__}")
         missing = [i for i in constraint.eos_ids if i not in eos_ids]
         if missing:
