@@ -44,7 +44,7 @@ DECODERS = {
     "top_p": lambda: sd.top_p(0.9, temperature=0.8),
     "best_of_k": lambda: sd.best_of_k(k=8, lam=1.0, beta=0.5),
 }
-MAX_NEW = {"schema": 160, "pattern": 40}
+MAX_NEW = {"schema": 192, "pattern": 48}  # used when a group's language is infinite (else its longest match + 1)
 
 
 def check(name, text):
@@ -108,24 +108,34 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "structured"))
     ap.add_argument("--no-ablation", action="store_true", help="skip the unconstrained runs")
+    ap.add_argument("--cases", nargs="+", default=[*SCHEMAS, *PATTERNS], help="a subset of the cases")
+    ap.add_argument("--decoders", nargs="+", default=list(DECODERS), help=f"a subset of {list(DECODERS)}")
     args = ap.parse_args()
 
     config, params, tok = load_gguf()
     step = make_step(config)
     voc = Vocabulary.from_tokenizer(tok)
     cache = functools.partial(init_cache, config)
-    groups = {"schema": list(SCHEMAS), "pattern": list(PATTERNS)}
+    groups = {g: [n for n in names if n in args.cases]
+              for g, names in (("schema", list(SCHEMAS)), ("pattern", list(PATTERNS)))}
+    groups = {g: names for g, names in groups.items() if names}
     compile_s, automata = {}, {}
-    for name in [*SCHEMAS, *PATTERNS]:
+    for name in [n for names in groups.values() for n in names]:
         t0 = time.perf_counter()
         automata[name] = json_schema(SCHEMAS[name], voc) if name in SCHEMAS else regex(PATTERNS[name], voc)
         compile_s[name] = time.perf_counter() - t0
         print(f"compiled {name}: {automata[name]} in {compile_s[name]:.2f} s", flush=True)
 
-    results = {"n": args.n, "seed": args.seed, "decoders": {k: repr(v()) for k, v in DECODERS.items()},
-               "max_new_tokens": MAX_NEW, "compile_seconds": compile_s,
+    max_new = {}
+    for gname, names in groups.items():
+        longest = [automata[n].max_tokens for n in names]
+        max_new[gname] = MAX_NEW[gname] if None in longest else max(longest) + 1
+    results = {"n": args.n, "seed": args.seed, "cases": [n for ns in groups.values() for n in ns],
+               "decoders": {k: repr(DECODERS[k]()) for k in args.decoders},
+               "max_new_tokens": max_new, "compile_seconds": compile_s,
                "automata": {k: a.stats for k, a in automata.items()}, "runs": {}}
-    for dname, make in DECODERS.items():
+    for dname in args.decoders:
+        make = DECODERS[dname]
         for constrained in (True, False) if not args.no_ablation else (True,):
             for gname, names in groups.items():
                 prompts = [tok.encode(tok.apply_chat_template([{"role": "user", "content": PROMPTS[n]}]))
@@ -136,7 +146,7 @@ def main():
                 keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(args.seed), i))(
                     jnp.arange(len(names), dtype=jnp.uint32))
                 t0 = time.perf_counter()
-                out = sd.generate(step, params, prompts, decoder=dec, key=keys, max_new_tokens=MAX_NEW[gname],
+                out = sd.generate(step, params, prompts, decoder=dec, key=keys, max_new_tokens=max_new[gname],
                                   eos_id=tok.eos_token_id, num_samples=args.n, cache=cache)
                 out = jax.device_get(out)
                 secs = time.perf_counter() - t0
@@ -156,10 +166,11 @@ def main():
                     results["runs"][key] = {"seconds_for_group": secs, "samples": rows}
                     ok = sum(r["valid"] for r in rows)
                     print(f"{key}: {ok}/{args.n} valid ({secs:.0f} s for the {gname} group)", flush=True)
+                write(results, Path(args.out), quiet=True)  # after every group: a partial result survives
     write(results, Path(args.out))
 
 
-def write(results, out: Path):
+def write(results, out: Path, quiet=False):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     n = results["n"]
@@ -177,9 +188,11 @@ def write(results, out: Path):
         "the text | mean tokens (constrained) |",
         "|---|---|---|---|---|---|---|",
     ]
-    names = [*SCHEMAS, *PATTERNS]
+    names = results["cases"]
     for name in names:
         for dname in results["decoders"]:
+            if f"{dname}/constrained/{name}" not in results["runs"]:
+                continue
             c = results["runs"][f"{dname}/constrained/{name}"]["samples"]
             u = results["runs"].get(f"{dname}/unconstrained/{name}", {}).get("samples")
             kc = sum(r["valid"] for r in c)
@@ -198,13 +211,22 @@ def write(results, out: Path):
         st = results["automata"][name]
         lines.append(f"| {name} | {st['states']} | {st['classes']} | {st['table_bytes'] / 2**10:.0f} KiB | "
                      f"{results['compile_seconds'][name]:.2f} |")
-    lines += ["", "First three constrained completions per case (top_p):", ""]
+    lines += ["", f"max_new_tokens per group: {results['max_new_tokens']} (the longest complete match + 1 "
+              "where the group's languages are finite).", "", "First three constrained completions per case:", ""]
     for name in names:
-        lines.append(f"* **{name}**")
-        for r in results["runs"][f"top_p/constrained/{name}"]["samples"][:3]:
-            lines.append(f"  * `{r['text']}`")
+        for dname in results["decoders"]:
+            run = results["runs"].get(f"{dname}/constrained/{name}")
+            if run is not None:
+                lines.append(f"* **{name}**, {dname}")
+                lines += [f"  * `{r['text']}`" for r in run["samples"][:3]]
+    failed = [(k, r) for k, run in results["runs"].items() if "/constrained/" in k
+              for r in run["samples"] if not r["valid"]]
+    if failed:
+        lines += ["", "Constrained completions that did not pass:", ""]
+        lines += [f"* {k} (status {r['status']}, {r['tokens']} tokens): `{r['text']}`" for k, r in failed]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if not quiet:
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

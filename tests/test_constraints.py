@@ -432,3 +432,16 @@ def test_vocabulary_and_token_mismatches(toy):
         sd.constrain(dec, a)
     with pytest.raises(ValueError, match="Vocabulary: `eos_ids` must be in \\[0, 2\\]"):
         Vocabulary([b"a", b"b", None], eos_ids=[3])
+
+
+def test_unsound_number_digit_bounds_are_rejected(toy):
+    schema = {"type": "number", "maxDigitsFraction": 2}
+    with pytest.raises(ValueError, match="'maxDigitsFraction' at \\(root\\)"):
+        json_schema(schema, toy)
+    assert json_schema({"type": "integer", "maxDigits": 2}, toy).max_tokens == 3  # '-', then two digits
+
+
+def test_max_tokens_is_the_longest_match(toy):
+    assert regex(r"[0-2]{2}-[0-2]{1,2}", toy).max_tokens == 5
+    assert regex(r"(12|1)2", toy).max_tokens == 3  # '1', '2', '2'
+    assert regex(r"(ab|a)+b?", toy).max_tokens is None  # unbounded

@@ -108,6 +108,51 @@ class Automaton:
         text = self.source if len(self.source) <= 60 else self.source[:57] + "..."
         return f"{self.kind} {text!r}" if self.kind == "regex" else f"{self.kind} {text}"
 
+    @property
+    def max_tokens(self) -> int | None:
+        """The most tokens (EOS excluded) any complete match can take, or None when the
+        language is infinite (unbounded repetition). With ``max_new_tokens >= max_tokens + 1``
+        every constrained row ends with EOS: in a state with no continuation only EOS is left."""
+        if not self.on_device:
+            return None
+        cached = self.stats.get("max_tokens", -1)
+        if cached != -1:
+            return cached
+        eos_cls = np.unique(self.token_class[list(self.eos_ids)])
+        text_cls = np.setdiff1d(np.arange(self.transitions.shape[1]), eos_cls)
+        succ = [np.setdiff1d(np.unique(self.transitions[r, text_cls]), [0]) for r in range(len(self.accepting))]
+        seen, order, stack = {self.start}, [], [self.start]
+        while stack:  # the states reachable from the start
+            r = stack.pop()
+            order.append(r)
+            for t in succ[r].tolist():
+                if t not in seen:
+                    seen.add(t)
+                    stack.append(t)
+        indeg = dict.fromkeys(order, 0)
+        for r in order:
+            for t in succ[r].tolist():
+                indeg[t] += 1
+        ready, topo = [r for r in order if indeg[r] == 0], []
+        while ready:  # Kahn: a cycle leaves states unprocessed
+            r = ready.pop()
+            topo.append(r)
+            for t in succ[r].tolist():
+                indeg[t] -= 1
+                if indeg[t] == 0:
+                    ready.append(t)
+        result = None
+        if len(topo) == len(order):
+            dist = dict.fromkeys(order, -1)
+            dist[self.start] = 0
+            for r in topo:
+                if dist[r] >= 0:
+                    for t in succ[r].tolist():
+                        dist[t] = max(dist[t], dist[r] + 1)
+            result = max(d for r, d in dist.items() if self.accepting[r])
+        self.stats["max_tokens"] = result
+        return result
+
     def walk(self, ids) -> int:
         """The state after ``ids`` from the start (host, on the tables; 0 = a token was not allowed)."""
         if not self.on_device:
@@ -180,6 +225,10 @@ UNSUPPORTED_KEYWORDS = frozenset({
 })
 
 
+_NUMBER_DIGIT_BOUNDS = ("minDigitsInteger", "maxDigitsInteger", "minDigitsFraction", "maxDigitsFraction",
+                        "minDigitsExponent", "maxDigitsExponent")
+
+
 def _unsupported(node, path=()):
     """(path, keyword) for every value restriction of ``node`` that outlines-core would ignore."""
     if isinstance(node, list):
@@ -195,6 +244,9 @@ def _unsupported(node, path=()):
         yield path, "pattern" if "pattern" in node else "format"  # dropped when a length bound is given
     if "properties" in node and ("minProperties" in node or "maxProperties" in node):
         yield path, "minProperties" if "minProperties" in node else "maxProperties"
+    for k in _NUMBER_DIGIT_BOUNDS:  # outlines-core's bounded numbers admit "1." and "1e+" (not JSON)
+        if k in node:
+            yield path, k
     for k in ("properties", "$defs", "definitions"):
         if isinstance(node.get(k), dict):
             for name, sub in node[k].items():
@@ -216,9 +268,11 @@ def json_schema(schema, vocabulary: Vocabulary, *, whitespace: str | None = None
 
     ``strict``: outlines-core compiles only part of JSON Schema and ignores the rest (numeric
     bounds, ``uniqueItems``, ``not``, ``if``/``then``, ``pattern`` or ``format`` next to a
-    length bound, ...: :data:`UNSUPPORTED_KEYWORDS`); the default rejects a schema that uses
-    them, since its output would not be guaranteed valid. ``strict=False`` compiles the
-    schema without them.
+    length bound, ...: :data:`UNSUPPORTED_KEYWORDS`), and its own digit bounds on numbers
+    (``maxDigitsFraction``, ...) admit texts that are not JSON (``1.``, ``1e+``); the
+    default rejects a schema that uses any of them, since its output would not be guaranteed
+    valid. ``strict=False`` compiles the schema as the library does. (``maxDigits`` on an
+    integer is sound and allowed.)
 
     Raises ``ValueError`` naming the schema when it is not JSON, not a valid or supported
     schema, or admits no document (e.g. ``{"enum": []}``).
