@@ -184,7 +184,9 @@ def test_smollm2_generations_parse_and_validate(smollm2_model):
     autos = [json_schema(SCHEMAS["person"], voc), regex(PATTERNS["iso_date"], voc)]
     prompts = [tok.encode(tok.apply_chat_template([{"role": "user", "content": PROMPTS[n]}])) for n in names]
     dec = sd.constrain(sd.top_p(0.9, temperature=0.8), autos, which=jnp.arange(2))
-    out = sd.generate(step, params, prompts, decoder=dec, key=jax.random.key(0), max_new_tokens=64,
+    # every match of these languages has at most max_tokens tokens: with one more, every row ends with EOS
+    max_new = max(a.max_tokens for a in autos) + 1
+    out = sd.generate(step, params, prompts, decoder=dec, key=jax.random.key(0), max_new_tokens=max_new,
                       eos_id=tok.eos_token_id, cache=functools.partial(init_cache, config))
     assert np.all(np.asarray(out.finished)) and np.all(np.asarray(out.status) == sd.Status.OK)
     texts = [tok.decode(out.tokens[i, : int(out.lengths[i]) - 1].tolist()) for i in range(2)]  # without EOS

@@ -1,7 +1,7 @@
 """The JSON schemas and patterns the tests, the evaluation and the benchmark use.
 
 Three schemas (a flat object with typed fields, a nested object with an enum and an array, a
-list of objects) and three patterns (an ISO date, an e-mail address, a signed decimal), each
+list of objects), the list with unbounded numbers, and three patterns (an ISO date, an e-mail address, a signed decimal), each
 with the instruction the evaluation gives SmolLM2-135M-Instruct.
 """
 
@@ -9,29 +9,31 @@ from __future__ import annotations
 
 __all__ = ["SCHEMAS", "PATTERNS", "PROMPTS"]
 
-#: name -> JSON schema
+_NAME = {"type": "string", "pattern": "^[A-Za-z][A-Za-z .'-]{0,23}$"}  # ASCII, at most 24 characters
+
+#: name -> JSON schema. Every field is bounded (strings by a pattern, integers by outlines-core's
+#: ``maxDigits``, arrays by ``maxItems``), so every language is finite and
+#: ``Automaton.max_tokens`` bounds the completion; ``points_number`` is ``points`` with unbounded
+#: JSON numbers, kept to show what an infinite language costs (a small model can loop on digits).
 SCHEMAS = {
     "person": {
         "type": "object",
         "properties": {
-            "name": {"type": "string", "maxLength": 24},
-            "age": {"type": "integer"},
-            "height_m": {"type": "number"},
+            "name": _NAME,
+            "age": {"type": "integer", "maxDigits": 3},
+            "height_cm": {"type": "integer", "maxDigits": 3},
             "is_student": {"type": "boolean"},
         },
-        "required": ["name", "age", "height_m", "is_student"],
+        "required": ["name", "age", "height_cm", "is_student"],
     },
     "order": {
         "type": "object",
         "properties": {
-            "id": {"type": "integer"},
+            "id": {"type": "integer", "maxDigits": 6},
             "status": {"enum": ["pending", "shipped", "delivered", "cancelled"]},
-            "customer": {
-                "type": "object",
-                "properties": {"name": {"type": "string", "maxLength": 24}, "city": {"type": "string", "maxLength": 24}},
-                "required": ["name", "city"],
-            },
-            "items": {"type": "array", "items": {"type": "string", "maxLength": 16}, "minItems": 1, "maxItems": 3},
+            "customer": {"type": "object", "properties": {"name": _NAME, "city": _NAME}, "required": ["name", "city"]},
+            "items": {"type": "array", "items": {"type": "string", "pattern": "^[a-z][a-z ]{0,15}$"},
+                      "minItems": 1, "maxItems": 3},
         },
         "required": ["id", "status", "customer", "items"],
     },
@@ -39,7 +41,19 @@ SCHEMAS = {
         "type": "array",
         "items": {
             "type": "object",
-            "properties": {"label": {"type": "string", "maxLength": 12}, "x": {"type": "number"}, "y": {"type": "number"}},
+            "properties": {"label": {"type": "string", "pattern": "^[A-Za-z0-9 ]{1,12}$"},
+                           "x": {"type": "integer", "maxDigits": 4}, "y": {"type": "integer", "maxDigits": 4}},
+            "required": ["label", "x", "y"],
+        },
+        "minItems": 1,
+        "maxItems": 3,
+    },
+    "points_number": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {"label": {"type": "string", "pattern": "^[A-Za-z0-9 ]{1,12}$"},
+                           "x": {"type": "number"}, "y": {"type": "number"}},
             "required": ["label", "x", "y"],
         },
         "minItems": 1,
@@ -61,9 +75,10 @@ PATTERNS = {
 
 #: name -> the user message of the chat prompt the evaluation uses
 PROMPTS = {
-    "person": "Describe a fictional university student as JSON with the fields name, age, height_m and is_student.",
+    "person": "Describe a fictional university student as JSON with the fields name, age, height_cm and is_student.",
     "order": "Write a JSON record for an online order: id, status, customer (name and city) and the list of items.",
     "points": "Give a JSON list of two or three labelled points in the plane, each with label, x and y.",
+    "points_number": "Give a JSON list of two or three labelled points in the plane, each with label, x and y.",
     "iso_date": "On what date did the first person walk on the Moon? Answer with the date only.",
     "email": "Make up an e-mail address for a bakery called Sunrise Breads. Answer with the address only.",
     "signed_decimal": "What is the temperature change in degrees Celsius from 21.5 to 18.25? Answer with a signed number.",
