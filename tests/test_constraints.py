@@ -344,8 +344,9 @@ def test_nucleus_is_taken_among_allowed_tokens(toy):
     a = regex(r"[0-2]", toy)  # one digit: not '-', not '12'
     logits = jnp.asarray([[0.0, 0.5, 1.0, 6.0, 5.0] + [-2.0] * (len(TOY) - 5)], jnp.float32)  # '-' and '12' lead
     dec = sd.top_p(0.6)
-    q = sd.constrain(dec, a).probs(logits, state=(jnp.asarray([a.start]), None))
-    naive = dec.probs(logits) * np.asarray(sd.Constraint(a).allowed(jnp.asarray([a.start])))
+    q, full = jax.jit(lambda cd, d, st: (cd.probs(logits, state=st), d.probs(logits)))(
+        sd.constrain(dec, a), dec, (jnp.asarray([a.start]), None))
+    naive = full * np.asarray(sd.Constraint(a).allowed(jnp.asarray([a.start])))
     assert float(jnp.sum(naive)) == 0.0  # the full nucleus holds no allowed token at all
     assert float(q[0, 2]) > 0.5 and float(jnp.sum(q)) == pytest.approx(1.0)
 
@@ -358,8 +359,8 @@ def test_chain_and_constrain_agree(toy):
     direct = sd.constrain(sd.chain(sd.MinP(0.1), sd.TopP(0.8), sd.Temperature(0.7)), c)
     logits = jnp.asarray(np.random.default_rng(2).standard_normal((3, len(TOY))) * 3, jnp.float32)
     state = jnp.asarray([a.start, a.walk([0]), a.walk([4])], jnp.int32)
-    qs = [d.probs(logits, state=tuple(state if isinstance(r, Constraint) else None for r in d.objective.support))
-          for d in (chained, direct)]
+    qs = [jax.jit(lambda d, st: d.probs(logits, state=st))(
+        d, tuple(state if isinstance(r, Constraint) else None for r in d.objective.support)) for d in (chained, direct)]
     np.testing.assert_array_equal(np.asarray(qs[0]), np.asarray(qs[1]))
 
 
@@ -415,8 +416,8 @@ def test_vocabulary_and_token_mismatches(toy):
         dec.probs(jnp.zeros(20), state=dec.init())
     with pytest.raises(ValueError, match="token ids must be in \\[0, V-1=15\\]"):
         dec.update(dec.init(), 16)
-    np.testing.assert_array_equal(np.asarray(dec.probs(jnp.zeros(16))),  # no state: the start state
-                                  np.asarray(dec.probs(jnp.zeros(16), state=dec.init())))
+    no_state, start = jax.jit(lambda d: (d.probs(jnp.zeros(16)), d.probs(jnp.zeros(16), state=d.init())))(dec)
+    np.testing.assert_array_equal(np.asarray(no_state), np.asarray(start))  # no state: the start state
     with pytest.raises(ValueError, match="state: this decoder carries state between steps"):
         dec.sample(jax.random.key(0), jnp.zeros(16))
     with pytest.raises(ValueError, match="the state must have the logits' batch shape \\(2,\\)"):
