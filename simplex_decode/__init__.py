@@ -156,4 +156,14 @@ __all__ += ["PRESETS", "AdaptiveTemperature", "Cap", "Exact", "Mirror", "Project
 
 __all__ += ["JensenShannon", "capped", "js_anchored", "tsallis_coverage"]
 
+# Decoders with state, randomness inside a rule, or two sources of scores (issue 15).
+from .contrast import CFG, AmateurContrast, DoLa  # noqa: E402
+from .dry import DRY, dry_sequence_breakers  # noqa: E402
+from .generation import SecondStream  # noqa: E402
+from .presets import cfg, contrastive, dola, mirostat, xtc  # noqa: E402
+from .stateful import XTC, Mirostat, Stateful  # noqa: E402
+
+__all__ += ["CFG", "DRY", "XTC", "AmateurContrast", "DoLa", "Mirostat", "SecondStream", "Stateful", "cfg", "contrastive", "dola",
+            "dry_sequence_breakers", "mirostat", "xtc"]
+
 __all__ += ["Constraint", "constrain", "constraints"]

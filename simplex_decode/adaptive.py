@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._pytree import check_range, per_row, pytree_dataclass, require, set_field
+from ._pytree import check_range, param, per_row, pytree_dataclass
 from ._select import argmax
 from .scores import ScoreTransform
 
@@ -89,14 +89,9 @@ class EDT(AdaptiveTemperature):
       [0.2474, 0.9034]
     """
 
-    t0: Any = 1.0
-    theta: Any = 1.0
-    n: Any = 0.8
-
-    def __post_init__(self):
-        set_field(self, "t0", check_range("EDT", "t0", self.t0, lo=0.0))
-        set_field(self, "theta", check_range("EDT", "theta", self.theta, lo=0.0))
-        set_field(self, "n", check_range("EDT", "n", self.n, lo=0.0, hi=1.0, lo_open=True))
+    t0: Any = param(1.0, lo=0.0, doc="the temperature of uncertain rows")
+    theta: Any = param(1.0, lo=0.0, doc="θ, the entropy scale")
+    n: Any = param(0.8, lo=0.0, hi=1.0, lo_open=True, doc="N, the base of the exponent")
 
     def temperature_of(self, scores):
         ent, _, _ = entropy_stats(scores)
@@ -120,19 +115,10 @@ class DynamicTemperature(AdaptiveTemperature):
     ``t_max = temp + range``.
     """
 
-    t_min: Any = 0.0
-    t_max: Any = 2.0
-    exponent: Any = 1.0
-
-    def __post_init__(self):
-        set_field(self, "t_min", check_range("DynamicTemperature", "t_min", self.t_min, lo=0.0))
-        set_field(self, "t_max", check_range("DynamicTemperature", "t_max", self.t_max, lo=0.0))
-        set_field(self, "exponent", check_range("DynamicTemperature", "exponent", self.exponent, lo=0.0))
-        require(
-            jnp.asarray(self.t_max) >= jnp.asarray(self.t_min),
-            "DynamicTemperature: `t_max` must be >= `t_min`",
-            (self.t_min, self.t_max),
-        )
+    t_min: Any = param(0.0, lo=0.0, doc="the temperature at zero entropy")
+    t_max: Any = param(2.0, lo=0.0, doc="the temperature at maximal entropy")
+    exponent: Any = param(1.0, lo=0.0, doc="the exponent on the normalised entropy")
+    __rules__ = (("`t_max` must be >= `t_min`", lambda self: self.t_max >= self.t_min, ("t_min", "t_max")),)
 
     @classmethod
     def from_llama_cpp(cls, temp, dynatemp_range, exponent=1.0) -> DynamicTemperature:
@@ -170,17 +156,13 @@ class EntropixTemperature(AdaptiveTemperature):
     per-token counterpart and falls to ``t``. All parameters are leaves.
     """
 
-    t: Any = 1.0
-    t_fork: Any = 1.2
-    t_mist: Any = 2.0
-    low_entropy: Any = 0.1
-    low_varentropy: Any = 0.1
-    high_entropy: Any = 5.0
-    high_varentropy: Any = 5.0
-
-    def __post_init__(self):
-        for name in ("t", "t_fork", "t_mist", "low_entropy", "low_varentropy", "high_entropy", "high_varentropy"):
-            set_field(self, name, check_range("EntropixTemperature", name, getattr(self, name), lo=0.0))
+    t: Any = param(1.0, lo=0.0, doc="the temperature when no rule applies")
+    t_fork: Any = param(1.2, lo=0.0, doc="the temperature of exploring forks")
+    t_mist: Any = param(2.0, lo=0.0, doc="the temperature of resampling in the mist")
+    low_entropy: Any = param(0.1, lo=0.0, doc="bits")
+    low_varentropy: Any = param(0.1, lo=0.0, doc="bits²")
+    high_entropy: Any = param(5.0, lo=0.0, doc="bits")
+    high_varentropy: Any = param(5.0, lo=0.0, doc="bits²")
 
     def temperature_of(self, scores):
         ent, var, _ = entropy_stats(scores)

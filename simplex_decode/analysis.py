@@ -34,6 +34,7 @@ from jax import lax
 from jax.scipy.special import xlogy
 
 from ._pytree import check_range
+from .objective import as_logits
 
 __all__ = [
     "entropy",
@@ -68,7 +69,7 @@ def kl_to_model(q, logits):
     """``KL(q ‖ p) = Σ_v q_v log(q_v / p_v)`` with ``p = softmax(logits)`` (``+inf`` when ``q``
     puts mass on a token the model gives probability 0)."""
     q = _float(q)
-    logp = jax.nn.log_softmax(jnp.asarray(logits, q.dtype), axis=-1)
+    logp = jax.nn.log_softmax(as_logits(logits).astype(q.dtype), axis=-1)
     cross = jnp.where(q > 0, q * jnp.where(q > 0, logp, 0.0), 0.0)
     return jnp.sum(xlogy(q, q) - cross, axis=-1)
 
@@ -113,7 +114,7 @@ def coverage_probability(q, logits=None, *, m, k, p=None):
     if (logits is None) == (p is None):
         raise ValueError("coverage_probability: give exactly one of `logits` and `p`")
     if logits is not None:
-        score = jax.nn.log_softmax(jnp.asarray(logits, q.dtype), axis=-1)
+        score = jax.nn.log_softmax(as_logits(logits).astype(q.dtype), axis=-1)
     else:
         score = jnp.asarray(p, q.dtype)
     return _coverage(q, jnp.broadcast_to(score, q.shape), m, k)
@@ -157,7 +158,7 @@ def effective_temperature(q, logits, *, iters=96):
     temperature is closer than τ = ∞). Tokens with ``-inf`` logits are ignored.
     """
     q = _float(q)
-    return _effective_temperature(q, jnp.asarray(logits, q.dtype), int(iters))
+    return _effective_temperature(q, as_logits(logits).astype(q.dtype), int(iters))
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -195,7 +196,7 @@ def _effective_temperature(q, x, iters):
 
 
 def _check_q(name, q, logits):
-    q, logits = jnp.asarray(q), jnp.asarray(logits)
+    q, logits = jnp.asarray(q), as_logits(logits)
     if q.shape != logits.shape:
         raise ValueError(f"{name}: `q` must have the logits' shape {logits.shape}, got {q.shape}")
 

@@ -4,7 +4,9 @@ library's order (transformers, vLLM) or kept as given."""
 from __future__ import annotations
 
 from .adaptive import AdaptiveTemperature
+from .contrast import CFG, AmateurContrast, DoLa
 from .decoder import Decoder
+from .dry import DRY
 from .history import (
     AllowTokens,
     BanTokens,
@@ -16,6 +18,7 @@ from .history import (
 )
 from .objective import Objective
 from .scores import LogitBias, ScoreTransform, Temperature
+from .stateful import XTC, Mirostat
 from .supports import Epsilon, Eta, Mask, MinP, SupportRule, TopA, TopH, TopK, TopNSigma, TopP, Typical
 from .terms import Entropy, Term
 
@@ -27,20 +30,25 @@ __all__ = ["chain", "CHAIN_ORDERS"]
 # here (stable: equal classes keep their given order; unlisted classes go after the listed
 # ones of their group, in their given order).
 _TEMPERATURES = (Temperature, AdaptiveTemperature)
+# The transforms that replace the logits by a contrast of two sources come first (transformers
+# runs CFG as its first processor, and DoLa's contrast precedes every processor); DRY follows
+# the penalties (llama.cpp's order); XTC after the truncation rules and mirostat last
+# (llama.cpp). Neither library ships those four; they are placed where llama.cpp puts them.
+_CONTRASTS = (CFG, AmateurContrast, DoLa)
 CHAIN_ORDERS: dict[str, dict[str, tuple]] = {
     # transformers' generate(): processors, then temperature → top-h → top-k → top-p →
     # min-p → typical → ε → η (top-nσ, from llama.cpp, first; top-a last).
     "transformers": {
-        "transforms": (LogitBias, RepetitionPenalty, FrequencyPenalty, PresencePenalty, NoRepeatNGram,
-                       BanTokens, MinNewTokens, AllowTokens),
-        "support": (Mask, TopNSigma, TopH, TopK, TopP, MinP, Typical, Epsilon, Eta, TopA),
+        "transforms": (*_CONTRASTS, LogitBias, RepetitionPenalty, FrequencyPenalty, PresencePenalty, DRY,
+                       NoRepeatNGram, BanTokens, MinNewTokens, AllowTokens),
+        "support": (Mask, TopNSigma, TopH, TopK, TopP, MinP, Typical, Epsilon, Eta, TopA, XTC, Mirostat),
     },
     # vLLM's sampler: allowed / bad words → min tokens → logit bias → penalties →
     # temperature → min-p → top-k / top-p.
     "vllm": {
-        "transforms": (AllowTokens, BanTokens, MinNewTokens, LogitBias, RepetitionPenalty, FrequencyPenalty,
-                       PresencePenalty, NoRepeatNGram),
-        "support": (Mask, TopNSigma, MinP, TopK, TopP, TopH, Typical, Epsilon, Eta, TopA),
+        "transforms": (*_CONTRASTS, AllowTokens, BanTokens, MinNewTokens, LogitBias, RepetitionPenalty,
+                       FrequencyPenalty, PresencePenalty, DRY, NoRepeatNGram),
+        "support": (Mask, TopNSigma, MinP, TopK, TopP, TopH, Typical, Epsilon, Eta, TopA, XTC, Mirostat),
     },
 }
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
-from ._pytree import pytree_dataclass, set_field
+from ._pytree import params_ok, pytree_dataclass, set_field
 from ._select import argmax
-from .objective import Objective
-from .sampling import sample_from_probs
+from .objective import Objective, as_logits
+from .sampling import check_sample_args, sample_from_probs
 from .solvers.auto import Auto, resolve_solver
 from .solvers.base import Solution
 from .solvers.closed_form import ClosedForm, greedy_where
@@ -33,9 +34,20 @@ class Decoder:
     from it (``num_samples=K`` draws K per row, with replacement); ``solve(logits)``
     returns a :class:`Solution` with a per-row status instead of raising.
 
-    Bad rows (NaN/+inf logits, nothing allowed) raise ``ValueError`` in eager calls;
-    under ``jit`` wrap the jitted function with :func:`checked` to raise, otherwise the
-    row's ``q`` is all zeros and its sampled id is ``-1`` (never NaN, never a fallback).
+    **State and second inputs.** Stateful decoders (:func:`~simplex_decode.mirostat`) follow
+    optax: ``state = dec.init(batch_shape)``, then ``ids, state = dec.sample(key, logits,
+    state=state)`` at every step (``sample`` returns the pair only when ``state`` is given;
+    the update sees the sampled ids). ``solve`` / ``probs`` read the state (default: the
+    initial one) but cannot advance it: the next state depends on the token drawn
+    (:meth:`update`). Decoders that draw randomness inside a rule (:class:`~simplex_decode.XTC`)
+    take ``key=`` in ``solve`` / ``probs``; ``second_logits=`` feeds the second source of
+    contrasting decoders (CFG, contrastive decoding, DoLa). Stateless decoders ignore
+    ``state`` (their state is ``()``).
+
+    Bad rows (NaN/+inf logits, nothing allowed, a traced parameter out of its range) raise
+    ``ValueError`` in eager calls; under ``jit`` wrap the jitted function with
+    :func:`checked` to raise, otherwise the row's ``q`` is all zeros and its sampled id is
+    ``-1`` (never NaN, never a fallback or a default value).
 
     Example:
       >>> import jax, jax.numpy as jnp, simplex_decode as sd
@@ -55,20 +67,55 @@ class Decoder:
             raise ValueError(f"objective: must be an Objective, got {type(self.objective).__name__}")
         set_field(self, "solver", resolve_solver(self.solver))
 
+    # --- state (optax-style): init → solve/sample(state=) → new state ---------------------
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the decoder carries per-row state between steps (e.g. mirostat's μ)."""
+        return bool(self.objective.stateful)
+
     def init(self, batch_shape=()):
-        """The decoder's per-row state for logits of batch shape ``batch_shape`` (a tuple with
-        an entry per support rule, None for those without state: empty for most decoders)."""
-        return self.objective.init(batch_shape)
+        """The initial state for logits of batch shape ``batch_shape`` (``()`` if stateless).
 
-    def update(self, state, ids):
-        """The state after the chosen tokens ``ids`` (batch shape; -1 leaves a row's state)."""
-        return self.objective.update(state, ids)
+        A pytree (a tuple with one entry per stateful component) whose leaves have
+        ``batch_shape`` as their leading axes. Pass it as ``state=`` to :meth:`sample`,
+        which returns ``(ids, new_state)``; :meth:`solve` / :meth:`probs` read it (their
+        ``state=None`` means this initial state).
+        """
+        return self.objective.init_state(tuple(batch_shape))
 
-    def solve(self, logits, *, state=None, history=None, history_mask=None) -> Solution:
-        problem = self.objective.prepare(logits, history=history, history_mask=history_mask, state=state)
+    def update(self, state, q, ids, valid=None):
+        """The state after drawing ``ids`` (shape batch) from ``q`` (shape batch + (V,)).
+
+        Rows with ``ids < 0`` (bad rows) or ``valid`` False keep their state. This is what
+        :meth:`sample` does after its draw; call it when sampling from :meth:`probs` yourself.
+        """
+        stateful = self.objective.stateful
+        if not stateful:
+            return state
+        ids = jnp.asarray(ids)
+        q_ids = jnp.take_along_axis(q, jnp.clip(ids, 0, q.shape[-1] - 1)[..., None], axis=-1)[..., 0]
+        keep = ids >= 0 if valid is None else (ids >= 0) & valid
+        new = tuple(c.update_state(st, ids, q_ids) for c, st in zip(stateful, state, strict=True))
+
+        def pick(n, o):
+            k = keep.reshape(keep.shape + (1,) * (n.ndim - keep.ndim))
+            return jnp.where(k, n, o).astype(o.dtype)
+
+        return jax.tree.map(pick, new, tuple(state))
+
+    # --- solving and sampling -------------------------------------------------------------
+
+    def solve(self, logits, *, history=None, history_mask=None, second_logits=None, key=None,
+              state=None) -> Solution:
+        problem = self.objective.prepare(logits, history=history, history_mask=history_mask,
+                                         second_logits=second_logits, key=key, state=state)
         q, stats = self.solver(self.objective, problem)
         q = greedy_where(problem.greedy[..., None], q, problem.scores, problem.mask)
         status = problem.status
+        # the solver's declared parameters (a traced per-row step size), as prepare does the objective's
+        solver_ok = params_ok(self.solver, status.shape, problem.scores.shape[-1])
+        status = jnp.where(solver_ok, status, Status.INVALID_PARAMETER)
         if "converged" in stats:
             # an iterative solver that stopped short of its tolerance: reported, not used
             late = (status == Status.OK) & ~(stats["converged"] | problem.greedy)
@@ -77,35 +124,44 @@ class Decoder:
         q = jnp.where(ok[..., None], q, 0.0)
         return Solution(q=q, status=status, stats=stats)
 
-    def probs(self, logits, *, state=None, history=None, history_mask=None):
-        sol = self.solve(logits, state=state, history=history, history_mask=history_mask)
+    def probs(self, logits, *, history=None, history_mask=None, second_logits=None, key=None, state=None):
+        sol = self.solve(logits, history=history, history_mask=history_mask, second_logits=second_logits,
+                         key=key, state=state)
         raise_on_bad_rows(sol.status)
         return sol.q
 
-    def sample(self, key, logits, *, num_samples=None, state=None, history=None, history_mask=None, method="auto"):
-        """Token ids drawn from ``q*``; with ``state=`` returns ``(ids, decoder.update(state, ids))``."""
-        if state is None and any(hasattr(r, "init_state") for r in self.objective.support):
+    def sample(self, key, logits, *, num_samples=None, history=None, history_mask=None, second_logits=None,
+               state=None, method="auto"):
+        logits = as_logits(logits)
+        num_samples = check_sample_args(key, logits.shape[:-1], num_samples, method)
+        if state is None and self.stateful:
+            names = ", ".join(type(c).__name__ for c in self.objective.stateful)
             raise ValueError(
-                "state: this decoder carries state between steps (a Constraint); pass state=decoder.init(batch_shape) "
+                f"state: this decoder carries state between steps ({names}); pass state=decoder.init(batch_shape) "
                 "and keep the state sample returns: ids, state = decoder.sample(key, logits, state=state)"
             )
-        if state is not None and num_samples is not None:
+        if state is not None and num_samples is not None and self.stateful:
             raise ValueError(
-                "num_samples: cannot be combined with state= (the samples would move the state apart); give each "
-                "sample its own row and state (decoder.init((..., K))), or use generate(num_samples=K)"
+                "num_samples: a decoder's state is per row, so num_samples cannot be combined with state=; "
+                "repeat the rows instead (generate(..., num_samples=K) keeps one state per sample)"
             )
+        inputs = dict(history=history, history_mask=history_mask, second_logits=second_logits, key=key, state=state)
         if not self.objective.terms and isinstance(self.solver, (Auto, ClosedForm)):
             # The linear problem: its optimum is the argmax, no distribution to draw from.
-            problem = self.objective.prepare(logits, history=history, history_mask=history_mask, state=state)
+            problem = self.objective.prepare(logits, **inputs)
             raise_on_bad_rows(problem.status)
             ids = argmax(jnp.where(problem.mask, problem.scores, -jnp.inf))
             ids = jnp.where(problem.status == Status.OK, ids, -1)
-            ids = ids if num_samples is None else jnp.repeat(ids[..., None], num_samples, axis=-1)
-        else:
-            sol = self.solve(logits, state=state, history=history, history_mask=history_mask)
-            raise_on_bad_rows(sol.status)
-            ids = sample_from_probs(key, sol.q, num_samples=num_samples, method=method, valid=sol.status == Status.OK)
-        return ids if state is None else (ids, self.update(state, ids))
+            out = ids if num_samples is None else jnp.repeat(ids[..., None], num_samples, axis=-1)
+            if state is None:
+                return out
+            if self.stateful:  # the mode has q = 1
+                state = self.update(state, jax.nn.one_hot(ids, problem.scores.shape[-1]), ids)
+            return out, state
+        sol = self.solve(logits, **inputs)
+        raise_on_bad_rows(sol.status)
+        ids = sample_from_probs(key, sol.q, num_samples=num_samples, method=method, valid=sol.status == Status.OK)
+        return ids if state is None else (ids, self.update(state, sol.q, ids))
 
 
 def checked(fn):

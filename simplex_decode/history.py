@@ -26,7 +26,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from ._pytree import check_range, per_row, pytree_dataclass, require, set_field, static_field
+from ._pytree import param, per_row, pytree_dataclass
 from .scores import ScoreTransform
 
 __all__ = [
@@ -74,10 +74,15 @@ def _history(owner, ctx):
     return ctx.history, ctx.history_mask
 
 
-def _check_prompt_length(owner, prompt_length):
-    if prompt_length is None:
-        return None
-    return check_range(owner, "prompt_length", prompt_length, lo=0, integer=True)
+def _prompt_length(default=None):
+    return param(
+        default, optional=default is None, lo=0, integer=True,
+        doc="per row: how many of the first real history entries are the prompt",
+    )
+
+
+def _penalty(**bounds):
+    return param(**bounds, doc="the penalty (per row)")
 
 
 def _after_prompt(mask, prompt_length):
@@ -110,14 +115,8 @@ class RepetitionPenalty(ScoreTransform):
       [1.0, -2.0, 3.0]
     """
 
-    penalty: Any
-    prompt_length: Any = None
-
-    def __post_init__(self):
-        set_field(
-            self, "penalty", check_range("RepetitionPenalty", "penalty", self.penalty, lo=0.0, lo_open=True)
-        )
-        set_field(self, "prompt_length", _check_prompt_length("RepetitionPenalty", self.prompt_length))
+    penalty: Any = _penalty(lo=0.0, lo_open=True)
+    prompt_length: Any = _prompt_length()
 
     def __call__(self, scores, ctx):
         seen = _counts("RepetitionPenalty", scores, ctx, self.prompt_length) > 0
@@ -142,12 +141,8 @@ class FrequencyPenalty(ScoreTransform):
       [-0.5, 0.0, -1.0]
     """
 
-    penalty: Any
-    prompt_length: Any = None
-
-    def __post_init__(self):
-        set_field(self, "penalty", check_range("FrequencyPenalty", "penalty", self.penalty))
-        set_field(self, "prompt_length", _check_prompt_length("FrequencyPenalty", self.prompt_length))
+    penalty: Any = _penalty()
+    prompt_length: Any = _prompt_length()
 
     def __call__(self, scores, ctx):
         counts = _counts("FrequencyPenalty", scores, ctx, self.prompt_length).astype(scores.dtype)
@@ -163,12 +158,8 @@ class PresencePenalty(ScoreTransform):
     ``s_v − f·count_v − p·[count_v > 0]``.
     """
 
-    penalty: Any
-    prompt_length: Any = None
-
-    def __post_init__(self):
-        set_field(self, "penalty", check_range("PresencePenalty", "penalty", self.penalty))
-        set_field(self, "prompt_length", _check_prompt_length("PresencePenalty", self.prompt_length))
+    penalty: Any = _penalty()
+    prompt_length: Any = _prompt_length()
 
     def __call__(self, scores, ctx):
         seen = _counts("PresencePenalty", scores, ctx, self.prompt_length) > 0
@@ -195,11 +186,7 @@ class NoRepeatNGram(ScoreTransform):
       [0.0, 0.0, -inf, -inf]
     """
 
-    n: int = static_field(3)
-
-    def __post_init__(self):
-        check_range("NoRepeatNGram", "n", self.n, lo=1, integer=True)
-        set_field(self, "n", int(self.n))
+    n: int = param(3, lo=1, integer=True, static=True, doc="the n-gram length")
 
     def banned(self, history, mask, vocab_size):
         """Bool ``(..., V)``: the tokens that would repeat an n-gram."""
@@ -222,20 +209,16 @@ class NoRepeatNGram(ScoreTransform):
         return jnp.where(self.banned(history, mask, scores.shape[-1]), -jnp.inf, scores)
 
 
-def _check_ids(owner, ids):
-    ids = check_range(owner, "ids", ids, lo=-1, integer=True)
-    require(jnp.ndim(ids) >= 1, f"{owner}: `ids` must have shape (n,) or batch + (n,)", jnp.shape(ids))
-    return ids
+def _ids():
+    return param(lo=-1, hi="V-1", integer=True, axis="list", doc="token ids, -1 = padding")
 
 
-def _id_mask(owner, ids, scores):
+def _id_mask(ids, scores):
     """Bool ``(..., V)``: the ids of each row (``-1`` entries are padding)."""
     vocab_size, batch = scores.shape[-1], scores.shape[:-1]
-    require(ids < vocab_size, f"{owner}: `ids` must be in [-1, V-1={vocab_size - 1}]", ids)
     lead = ids.shape[:-1]
-    if len(lead) > len(batch):
-        raise ValueError(f"{owner}: `ids` of shape {ids.shape} has more batch axes than the logits {batch}")
-    # Per-row lists align with the leading batch axes (as every per-row parameter does).
+    # Per-row lists align with the leading batch axes (as every per-row parameter does;
+    # params_ok checked the shape, naming `ids`).
     ids = ids.reshape(lead + (1,) * (len(batch) - len(lead)) + ids.shape[-1:])
     return token_counts(jnp.broadcast_to(ids, batch + ids.shape[-1:]), vocab_size) > 0
 
@@ -250,13 +233,10 @@ class BanTokens(ScoreTransform):
     of the same length never recompile.
     """
 
-    ids: Any
-
-    def __post_init__(self):
-        set_field(self, "ids", _check_ids("BanTokens", self.ids))
+    ids: Any = _ids()
 
     def __call__(self, scores, ctx):
-        return jnp.where(_id_mask("BanTokens", self.ids, scores), -jnp.inf, scores)
+        return jnp.where(_id_mask(self.ids, scores), -jnp.inf, scores)
 
 
 @pytree_dataclass
@@ -265,13 +245,10 @@ class AllowTokens(ScoreTransform):
     :class:`BanTokens`, ``-1`` = padding). A row whose list is empty has no allowed token
     and gets the empty-support status, never a silent fallback."""
 
-    ids: Any
-
-    def __post_init__(self):
-        set_field(self, "ids", _check_ids("AllowTokens", self.ids))
+    ids: Any = _ids()
 
     def __call__(self, scores, ctx):
-        return jnp.where(_id_mask("AllowTokens", self.ids, scores), scores, -jnp.inf)
+        return jnp.where(_id_mask(self.ids, scores), scores, -jnp.inf)
 
 
 @pytree_dataclass
@@ -294,15 +271,9 @@ class MinNewTokens(ScoreTransform):
       [[0.0, 0.0, 0.0, -inf], [0.0, 0.0, 0.0, 0.0]]
     """
 
-    n: Any
-    eos_id: Any
-    prompt_length: Any = 0
-
-    def __post_init__(self):
-        set_field(self, "n", check_range("MinNewTokens", "n", self.n, lo=0, integer=True))
-        eos = check_range("MinNewTokens", "eos_id", self.eos_id, lo=0, integer=True)
-        set_field(self, "eos_id", jnp.reshape(eos, (-1,)) if jnp.ndim(eos) == 0 else eos)
-        set_field(self, "prompt_length", check_range("MinNewTokens", "prompt_length", self.prompt_length, lo=0, integer=True))
+    n: Any = param(lo=0, integer=True, doc="per row: the minimum number of new tokens")
+    eos_id: Any = param(lo=0, hi="V-1", integer=True, axis="list", doc="the end id (or ids)")
+    prompt_length: Any = _prompt_length(0)
 
     def num_generated(self, ctx):
         """Per row: the real history entries after the prompt (``(...,)``, int32)."""
@@ -312,7 +283,6 @@ class MinNewTokens(ScoreTransform):
 
     def __call__(self, scores, ctx):
         vocab_size, batch = scores.shape[-1], scores.shape[:-1]
-        require(self.eos_id < vocab_size, f"MinNewTokens: `eos_id` must be in [0, V-1={vocab_size - 1}]", self.eos_id)
         eos = token_counts(jnp.broadcast_to(self.eos_id, batch + self.eos_id.shape[-1:]), vocab_size) > 0
         early = self.num_generated(ctx) < per_row(self.n, batch)[..., 0]
         return jnp.where(eos & early[..., None], -jnp.inf, scores)

@@ -17,14 +17,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._pytree import per_row, pytree_dataclass, require, set_field
+from ._pytree import params_ok, per_row, pytree_dataclass, require, set_field
 from .scores import ScoreTransform
+from .stateful import Stateful, component_keys
 from .status import Status
 from .supports import SupportRule
 from .terms import Term
 
-__all__ = ["Objective", "Context", "Problem", "compute_dtype"]
+__all__ = ["Objective", "Context", "Problem", "compute_dtype", "as_logits"]
 
 
 class Context(NamedTuple):
@@ -34,12 +36,21 @@ class Context(NamedTuple):
     zeros; they are flagged in ``Problem.status``). ``log_model``: ``log_softmax(logits)``,
     the model's own distribution. ``history``/``history_mask``: previous token ids per
     row (``(..., L)``) and which of them are real (not padding), or None.
+    ``second_logits``: a second set of logits over the same vocabulary (``(..., V)``, or
+    ``(..., J, V)`` for J candidates such as DoLa's early layers) in the compute dtype, or
+    None: the unconditional / negative stream of CFG, an amateur model, early layers.
+    ``key``: per-row random keys of the component being called (components with
+    ``needs_key``), else None. ``state``: the state of the component being called
+    (:class:`~simplex_decode.stateful.Stateful` components), else None.
     """
 
     logits: Any
     log_model: Any
     history: Any = None
     history_mask: Any = None
+    second_logits: Any = None
+    key: Any = None
+    state: Any = None
 
 
 class Problem(NamedTuple):
@@ -58,6 +69,70 @@ def compute_dtype(dtype):
     return jnp.float64 if dtype == jnp.float64 else jnp.float32
 
 
+def as_logits(logits, name: str = "logits"):
+    """``logits`` as a JAX array of shape ``(..., V)``, ``V ≥ 1``, of a real dtype.
+
+    Floating-point logits keep their dtype (they are computed in :func:`compute_dtype`);
+    integer logits are accepted as the numbers they are (and computed in float32). Strings,
+    objects, booleans and complex numbers raise ``ValueError`` naming ``name``.
+    """
+    what = f"{name}: must be a real (floating-point or integer) array of shape (..., V) with V >= 1"
+    if isinstance(logits, str) or not hasattr(logits, "dtype") and not isinstance(logits, (list, tuple, int, float)):
+        raise ValueError(f"{what}, got {type(logits).__name__} {logits!r:.80}")
+    if not hasattr(logits, "dtype"):
+        try:
+            logits = np.asarray(logits)
+        except (ValueError, TypeError):  # ragged lists
+            raise ValueError(f"{what}, got {logits!r:.80}") from None
+    if not (jnp.issubdtype(logits.dtype, jnp.floating) or jnp.issubdtype(logits.dtype, jnp.integer)):
+        raise ValueError(f"{what}, got dtype {logits.dtype}")
+    logits = jnp.asarray(logits)
+    if logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"{what}, got shape {logits.shape}")
+    return logits
+
+
+def _check_history(history, history_mask, batch, vocab_size):
+    """``(history, history_mask, rows_ok)`` checked against logits ``batch + (V,)``.
+
+    ``history``: integer ids ``batch + (L,)``; ``history_mask``: bool (or 0/1 integers) of
+    the same shape, or None (all real). Shapes and dtypes raise ``ValueError`` naming the
+    argument; ids outside ``[0, V-1]`` at real entries raise when known in Python, else
+    (traced) are a ``checkify`` check and make the row's ``rows_ok`` False.
+    """
+    if history is None:
+        if history_mask is not None:
+            raise ValueError("history_mask: given without `history`")
+        return None, None, True
+    history = _int_array("history", history, "integer token ids")
+    if history.ndim < 1 or history.shape[:-1] != batch:
+        raise ValueError(f"history: must have shape batch + (L,) = {batch} + (L,), got {history.shape}")
+    if history_mask is None:
+        history_mask = jnp.ones(history.shape, bool)
+    else:
+        history_mask = _int_array("history_mask", history_mask, "booleans (or 0/1 integers)", boolean=True)
+        if history_mask.shape != history.shape:
+            raise ValueError(f"history_mask: must have the shape of history {history.shape}, got {history_mask.shape}")
+        if history_mask.dtype != jnp.bool_:
+            require((history_mask == 0) | (history_mask == 1), "history_mask: integer entries must be 0 or 1")
+            history_mask = history_mask != 0
+    valid = ~history_mask | ((history >= 0) & (history < vocab_size))
+    require(valid, f"history: token ids must be in [0, V-1={vocab_size - 1}]")
+    return history, history_mask, jnp.all(valid, axis=-1)
+
+
+def _int_array(name, x, what, boolean=False):
+    if isinstance(x, str) or not hasattr(x, "dtype") and not isinstance(x, (list, tuple, int)):
+        raise ValueError(f"{name}: must be an array of {what}, got {type(x).__name__} {x!r:.80}")
+    try:
+        x = x if hasattr(x, "dtype") else np.asarray(x)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name}: must be an array of {what}, got {x!r:.80}") from None
+    if not (jnp.issubdtype(x.dtype, jnp.integer) or (boolean and x.dtype == jnp.bool_)):
+        raise ValueError(f"{name}: must be an array of {what}, got dtype {x.dtype}")
+    return jnp.asarray(x)
+
+
 def _as_tuple(x, kind, name):
     if x is None:
         return ()
@@ -71,6 +146,26 @@ def _as_tuple(x, kind, name):
                 f"Objective: every entry of `{name}` must be a {kind.__name__}, got {type(item).__name__}"
             )
     return items
+
+
+def _check_second(second, x):
+    """``second_logits`` in the compute dtype (NaN/+inf rows zeroed) and its bad rows."""
+    second = jnp.asarray(second)
+    batch, V = x.shape[:-1], x.shape[-1]
+    ok_shape = second.shape[-1:] == (V,) and second.shape[: len(batch)] == batch and second.ndim in (
+        len(batch) + 1, len(batch) + 2)
+    if not ok_shape:
+        raise ValueError(
+            f"second_logits: must have the logits' shape batch + (V,) = {batch + (V,)} or batch + (J, V), "
+            f"got {second.shape}"
+        )
+    if not (jnp.issubdtype(second.dtype, jnp.floating) or jnp.issubdtype(second.dtype, jnp.integer)):
+        raise ValueError(f"second_logits: must be a floating-point array, got dtype {second.dtype}")
+    second = second.astype(x.dtype)
+    bad = jnp.isnan(second) | (second == jnp.inf)
+    bad = jnp.any(bad.reshape(batch + (-1,)), axis=-1)
+    extra = (1,) * (second.ndim - len(batch))
+    return jnp.where(bad.reshape(batch + extra), 0.0, second), bad
 
 
 @pytree_dataclass
@@ -105,113 +200,128 @@ class Objective:
     def separable(self) -> bool:
         return all(t.separable for t in self.terms)
 
+    @property
+    def stateful(self) -> tuple:
+        """The components that carry state (transforms, then support rules), in order."""
+        return tuple(c for c in self.transforms + self.support if isinstance(c, Stateful))
+
+    def init_state(self, batch_shape=()) -> tuple:
+        """The initial state: one entry per :attr:`stateful` component (``()`` if none)."""
+        return tuple(c.init_state(tuple(batch_shape)) for c in self.stateful)
+
+    def _full_state(self, batch, state):
+        """``state`` checked against :attr:`stateful` (None: the initial state)."""
+        stateful = self.stateful
+        if state is None:
+            return self.init_state(batch)
+        if not isinstance(state, tuple) or len(state) != len(stateful):
+            raise ValueError(
+                f"state: must be this decoder's state (a tuple of {len(stateful)} entries, from "
+                f"Decoder.init), got {type(state).__name__}"
+                + (f" of {len(state)} entries" if isinstance(state, tuple) else "")
+            )
+        return state
+
+    def _slots(self) -> dict:
+        """``{position: slot}``: where each stateful component (by its position among the
+        transforms followed by the support rules) keeps its entry of the state tuple."""
+        positions = [i for i, c in enumerate(self.transforms + self.support) if isinstance(c, Stateful)]
+        return {position: slot for slot, position in enumerate(positions)}
+
+    def _binder(self, ctx, batch, key, state):
+        """``bind(position, component)``: ``ctx`` with the component's own key and state."""
+        state = self._full_state(batch, state)
+        slots = self._slots()
+
+        def bind(position, component):
+            changes = {}
+            if position in slots:
+                changes["state"] = state[slots[position]]
+            if getattr(component, "needs_key", False) and key is not None:
+                changes["key"] = component_keys(key, batch, 1 + position)
+            return ctx._replace(**changes) if changes else ctx
+
+        return bind
+
+    def _restrict_domain(self, x, batch, state):
+        """``x`` with every token outside the domain of a rule that restricts it (a
+        :class:`~simplex_decode.constraints.Constraint`, ``restricts_domain = True``) at
+        ``-inf``: applied to the logits themselves, before the context is built, so the
+        transforms, the other rules, the terms and the model distribution ``p`` all see only
+        the allowed tokens (the decoder solves its own problem on the allowed set)."""
+        slots, first = None, len(self.transforms)
+        for i, rule in enumerate(self.support):
+            if getattr(rule, "restricts_domain", False):
+                if slots is None:
+                    state, slots = self._full_state(batch, state), self._slots()
+                x = rule.restrict(x, state[slots[first + i]])
+        return x
+
+    def end_status(self, state, batch_shape):
+        """The status of rows that stop in ``state`` without an EOS token: OK, or the code of
+        the first stateful component that objects (a Constraint whose match is unfinished:
+        ``CONSTRAINT_INCOMPLETE``)."""
+        status = jnp.zeros(tuple(batch_shape), jnp.int32)
+        state = self._full_state(tuple(batch_shape), state)
+        for component, st in zip(self.stateful, state, strict=True):
+            if hasattr(component, "end_status"):
+                status = jnp.where(status == Status.OK, component.end_status(st), status).astype(jnp.int32)
+        return status
+
+    @property
+    def eos_ids(self) -> tuple:
+        """Token ids a support rule ends every sequence with (a Constraint's EOS ids): the
+        generation loop must stop on them."""
+        return tuple(dict.fromkeys(i for r in self.support for i in getattr(r, "eos_ids", ())))
+
     def replace(self, **changes) -> Objective:
         """A copy with some fields replaced (validated like a new Objective)."""
         fields = {"terms": self.terms, "support": self.support, "transforms": self.transforms}
         fields.update(changes)
         return Objective(**fields)
 
-    # --- state: support rules that carry one (a Constraint's automaton state) ---
-
-    def _stateful(self):
-        return tuple(hasattr(rule, "init_state") for rule in self.support)
-
-    def init(self, batch_shape=()):
-        """Per-row state of the support rules that carry one (None for the others)."""
-        return tuple(r.init_state(tuple(batch_shape)) if st else None for r, st in zip(self.support, self._stateful(), strict=True))
-
-    def update(self, state, ids):
-        """The state after the chosen token ``ids`` (int, the batch shape; -1 keeps a row's state)."""
-        self._check_state(state)
-        return tuple(r.update_state(x, ids) if st else None for r, x, st in zip(self.support, state, self._stateful(), strict=True))
-
-    def end_status(self, state, batch_shape):
-        """Status of rows that stop in ``state`` without an EOS token (OK, or the first
-        rule's code: a Constraint says ``CONSTRAINT_INCOMPLETE`` before its match is complete)."""
-        status = jnp.zeros(tuple(batch_shape), jnp.int32)
-        if any(self._stateful()):
-            self._check_state(state)
-            for rule, x, st in zip(self.support, state, self._stateful(), strict=True):
-                if st and hasattr(rule, "end_status"):
-                    status = jnp.where(status == Status.OK, rule.end_status(x), status)
-        return status
-
-    @property
-    def eos_ids(self) -> tuple:
-        """Token ids the support rules end a sequence with (a Constraint's EOS ids)."""
-        return tuple(dict.fromkeys(i for r in self.support for i in getattr(r, "eos_ids", ())))
-
-    def _check_state(self, state):
-        if state is None:
-            raise ValueError(
-                "state: this decoder's support rules carry state (a Constraint); pass state=decoder.init(batch_shape) "
-                "and move it on with decoder.update(state, ids), or use simplex_decode.generate"
-            )
-        if not isinstance(state, tuple) or len(state) != len(self.support):
-            raise ValueError(
-                f"state: must be the tuple decoder.init(batch_shape) returns ({len(self.support)} entries), got {type(state).__name__}"
-            )
-
-    def prepare(self, logits, *, history=None, history_mask=None, state=None) -> Problem:
+    def prepare(self, logits, *, history=None, history_mask=None, second_logits=None, key=None,
+                state=None) -> Problem:
         """Apply the transforms and support rules to ``logits`` (shape ``(..., V)``).
 
-        ``state``: the decoder's state (:meth:`init`) when a support rule carries one (None:
-        the initial state). A rule that restricts the domain (a Constraint) is applied first,
-        to the logits themselves, so everything after it sees only the tokens it allows."""
-        if any(self._stateful()) and state is None:
-            state = self.init(jnp.shape(logits)[:-1])
-        if state is not None:
-            self._check_state(state)
-        logits = jnp.asarray(logits)
-        if logits.ndim < 1 or logits.shape[-1] < 1:
-            raise ValueError(f"logits: must have shape (..., V) with V >= 1, got {logits.shape}")
-        if not (jnp.issubdtype(logits.dtype, jnp.floating) or jnp.issubdtype(logits.dtype, jnp.integer)):
-            raise ValueError(f"logits: must be a floating-point array, got dtype {logits.dtype}")
+        ``second_logits``: a second logits array (``batch + (V,)`` or ``batch + (J, V)``)
+        for components that contrast two sources (CFG, contrastive decoding, DoLa); its
+        NaN/+inf rows are flagged like the logits'. ``key``: one key or one per row, for
+        components that draw randomness (XTC). ``state``: the decoder's state (from
+        :meth:`init_state`; None: the initial state). A rule that restricts the domain (a
+        Constraint) acts first, on the logits themselves (see :meth:`_restrict_domain`).
+        """
+        logits = as_logits(logits)
+        batch, vocab_size = logits.shape[:-1], logits.shape[-1]
+        history, history_mask, args_ok = _check_history(history, history_mask, batch, vocab_size)
+        # Declared parameters: shapes against the logits (ValueError naming them), traced values per row.
+        args_ok = params_ok(self, batch, vocab_size) & args_ok
         x = logits.astype(compute_dtype(logits.dtype))
-        batch = x.shape[:-1]
         nonfinite = jnp.any(jnp.isnan(x) | (x == jnp.inf), axis=-1)
+        if second_logits is not None:
+            second_logits, bad_second = _check_second(second_logits, x)
+            nonfinite = nonfinite | bad_second
         x = jnp.where(nonfinite[..., None], 0.0, x)
-        domain = tuple(getattr(rule, "restricts_domain", False) for rule in self.support)
-        for rule, st, d in zip(self.support, state or (None,) * len(self.support), domain, strict=True):
-            if d:
-                x = rule.apply(x, st)
-        if history is not None:
-            history = jnp.asarray(history)
-            if history.ndim < 1 or history.shape[:-1] != batch:
-                raise ValueError(
-                    f"history: must have shape batch + (L,) = {batch} + (L,), got {history.shape}"
-                )
-            if not jnp.issubdtype(history.dtype, jnp.integer):
-                raise ValueError(f"history: must hold integer token ids, got dtype {history.dtype}")
-            if history_mask is None:
-                history_mask = jnp.ones(history.shape, bool)
-            else:
-                history_mask = jnp.asarray(history_mask, bool)
-                if history_mask.shape != history.shape:
-                    raise ValueError(
-                        f"history_mask: must have the shape of history {history.shape}, got {history_mask.shape}"
-                    )
-            require(
-                ~history_mask | ((history >= 0) & (history < x.shape[-1])),
-                f"history: token ids must be in [0, V-1={x.shape[-1] - 1}]",
-            )
+        x = self._restrict_domain(x, batch, state)
         ctx = Context(
             logits=x,
             log_model=jax.nn.log_softmax(x, axis=-1),
             history=history,
             history_mask=history_mask,
+            second_logits=second_logits,
         )
+        bind = self._binder(ctx, batch, key, state)
         s = x
         greedy = jnp.zeros(batch, bool)
-        for t in self.transforms:
-            s = t(s, ctx)
+        for i, t in enumerate(self.transforms):
+            s = t(s, bind(i, t))
             g = t.greedy_rows(batch)
             if g is not None:
                 greedy = greedy | g
         mask = s > -jnp.inf
-        for rule, d in zip(self.support, domain, strict=True):
-            if not d:
-                mask = rule(s, mask, ctx)
+        for i, rule in enumerate(self.support):
+            if not getattr(rule, "restricts_domain", False):  # (those acted on x already)
+                mask = rule(s, mask, bind(len(self.transforms) + i, rule))
         for term in self.terms:
             # A KL term with weight > 0 forbids tokens its reference gives zero mass.
             if hasattr(term, "log_reference"):
@@ -221,6 +331,7 @@ class Objective:
         status = jnp.where(
             nonfinite, Status.NONFINITE_LOGITS, jnp.where(empty, Status.EMPTY_SUPPORT, Status.OK)
         ).astype(jnp.int32)
+        status = jnp.where(args_ok, status, Status.INVALID_PARAMETER).astype(jnp.int32)
         return Problem(scores=s, mask=mask, greedy=greedy, status=status, ctx=ctx)
 
     def value(self, q, problem: Problem):

@@ -52,15 +52,20 @@ def _slice(d, idx, support):
     return out
 
 
-def solve(objective: Objective, logits, *, history=None, history_mask=None, solver=None, **solver_opts):
+def solve(objective: Objective, logits, *, history=None, history_mask=None, second_logits=None, key=None,
+          state=None, solver=None, **solver_opts):
     """The cvxpy optimum of ``objective`` on ``logits`` (shape ``(..., V)``), as float64 numpy.
 
-    Rows whose status is not OK (NaN/+inf logits, empty support) raise ``ValueError``.
+    ``history``, ``history_mask``, ``second_logits``, ``key`` and ``state`` reach the
+    transforms and rules as in :meth:`simplex_decode.Decoder.solve`. Rows whose status is
+    not OK (NaN/+inf logits, empty support) raise ``ValueError``.
     ``solver`` and ``solver_opts`` are passed to ``cvxpy.Problem.solve`` (default:
     Clarabel with tight tolerances).
     """
     cp = _cvxpy()
-    problem = objective.prepare(np.asarray(logits), history=history, history_mask=history_mask)
+    problem = objective.prepare(np.asarray(logits), history=history, history_mask=history_mask,
+                                second_logits=None if second_logits is None else np.asarray(second_logits),
+                                key=key, state=state)
     status = np.asarray(problem.status)
     if np.any(status != Status.OK):
         from .status import status_error_message

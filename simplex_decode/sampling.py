@@ -8,39 +8,68 @@ samples wherever it sits in a batch (fold a request id into its key).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ._select import argmax
 
-__all__ = ["row_keys", "sample_from_probs"]
+__all__ = ["row_keys", "sample_from_probs", "check_sample_args"]
 
 _METHODS = ("auto", "inverse_cdf", "gumbel")
+_KEY = "key: must be a jax.random.key(...) (or a legacy jax.random.PRNGKey) or an array of them, one per row"
+
+
+@functools.cache
+def _raw_key_size(impl: str) -> int:
+    """The last axis of a legacy (uint32) key of the default PRNG implementation."""
+    return jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape[-1]
 
 
 def _key_batch_shape(key):
+    """``(key as an array, its batch shape)``; ``ValueError`` naming ``key`` if it is none."""
+    if isinstance(key, str) or not isinstance(key, (jax.Array, np.ndarray)):
+        raise ValueError(f"{_KEY}, got {type(key).__name__} {key!r:.60}")
+    key = key if isinstance(key, jax.Array) else jnp.asarray(key)
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key.shape
-    if key.dtype != jnp.uint32 or key.ndim < 1:
+        return key, key.shape
+    size = _raw_key_size(str(jax.config.jax_default_prng_impl))
+    if key.dtype != jnp.uint32 or key.ndim < 1 or key.shape[-1] != size:
+        raise ValueError(f"{_KEY}, got dtype {key.dtype} shape {key.shape} (a legacy key is uint32 of shape (..., {size}))")
+    return key, key.shape[:-1]
+
+
+def _check_key(key, batch_shape):
+    key, kb = _key_batch_shape(key)
+    if kb not in ((), tuple(batch_shape)):
         raise ValueError(
-            f"key: must be a jax.random.key / PRNGKey or an array of them, got dtype {key.dtype} shape {key.shape}"
+            f"key: must be a single key or one key per row with batch shape {tuple(batch_shape)}, got key batch shape {kb}"
         )
-    return key.shape[:-1]
+    return key, kb
+
+
+def check_sample_args(key, batch_shape, num_samples=None, method="auto"):
+    """Check the arguments of a draw for logits of batch shape ``batch_shape``, naming the
+    one that is wrong; returns ``num_samples`` as a Python int (or None)."""
+    if method not in _METHODS:
+        raise ValueError(f"method: must be one of {_METHODS}, got {method!r}")
+    if num_samples is not None:
+        if isinstance(num_samples, (bool, np.bool_)) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise ValueError(f"num_samples: must be None or an integer >= 1 (a Python int), got {num_samples!r}")
+        num_samples = int(num_samples)
+    _check_key(key, batch_shape)
+    return num_samples
 
 
 def row_keys(key, batch_shape):
     """One key per row, shape ``batch_shape`` (+ the raw key dims for legacy keys)."""
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    kb = _key_batch_shape(key)
+    key, kb = _check_key(key, batch_shape)
     if kb == tuple(batch_shape):
         return key
-    if kb != ():
-        raise ValueError(
-            f"key: must be a single key or one key per row with batch shape {tuple(batch_shape)}, got key batch shape {kb}"
-        )
     if batch_shape == ():
         return key
     n = math.prod(batch_shape)
@@ -99,10 +128,7 @@ def sample_from_probs(key, q, *, num_samples=None, method="auto", valid=None):
     or ``"auto"`` (inverse CDF on CPU, Gumbel elsewhere). Rows where ``valid`` is False
     get id ``-1``.
     """
-    if method not in _METHODS:
-        raise ValueError(f"method: must be one of {_METHODS}, got {method!r}")
-    if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
-        raise ValueError(f"num_samples: must be None or an integer >= 1, got {num_samples!r}")
+    num_samples = check_sample_args(key, q.shape[:-1], num_samples, method)
     if method == "auto":
         method = "inverse_cdf" if jax.default_backend() == "cpu" else "gumbel"
     batch = q.shape[:-1]

@@ -8,11 +8,12 @@ logits' leading dimensions (a temperature of shape ``(B,)`` for logits ``(B, V)`
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax.numpy as jnp
 
-from ._pytree import check_range, per_row, pytree_dataclass, require, set_field
+from ._pytree import param, per_row, pytree_dataclass
 
 __all__ = ["ScoreTransform", "Temperature", "LogitBias"]
 
@@ -36,13 +37,12 @@ class Temperature(ScoreTransform):
     temperatures); rows with ``t = 0`` are decoded greedily, the others sample.
     """
 
-    t: Any = 1.0
-
-    def __post_init__(self):
-        set_field(self, "t", check_range("Temperature", "temperature", self.t, lo=0.0))
+    t: Any = param(1.0, lo=0.0, doc="the temperature; 0 is greedy")
 
     def __call__(self, scores, ctx):
         t = per_row(self.t, scores.shape[:-1])
+        # t = 0 rows are greedy (greedy_rows), and rows whose traced t is out of range get
+        # Status.INVALID_PARAMETER (params_ok): the 1 below is never used as a temperature.
         inv = jnp.where(t > 0, 1.0 / jnp.where(t > 0, t, 1.0), 1.0)
         return scores * inv.astype(scores.dtype)
 
@@ -55,18 +55,7 @@ class LogitBias(ScoreTransform):
     """``s ← s + bias``: an additive bias of shape ``(V,)`` or ``(..., V)`` (OpenAI /
     vLLM ``logit_bias``). ``-inf`` entries ban tokens; ``+inf`` and NaN are rejected."""
 
-    bias: Any
-
-    def __post_init__(self):
-        b = jnp.asarray(self.bias, jnp.float32)
-        require(b.ndim >= 1, "LogitBias: `bias` must have shape (V,) or (..., V)", b.shape)
-        require(~jnp.isnan(b) & (b < jnp.inf), "LogitBias: `bias` entries must be finite or -inf")
-        set_field(self, "bias", b)
+    bias: Any = param(lo=-math.inf, axis="token", doc="added to the logits; -inf bans a token")
 
     def __call__(self, scores, ctx):
-        require(
-            self.bias.shape[-1] == scores.shape[-1],
-            f"LogitBias: `bias` must have V={scores.shape[-1]} entries in its last axis",
-            self.bias.shape,
-        )
         return scores + self.bias.astype(scores.dtype)

@@ -39,7 +39,8 @@ class Status(enum.IntEnum):
     NONFINITE_SCORES = 4
     #: the solver's output is not a distribution (non-finite, negative, or off the simplex)
     INVALID_SOLUTION = 5
-    #: a parameter known only on device (traced) is out of its range for this row
+    #: a parameter known only on device (traced) is out of its range for this row, or a
+    #: traced ``history`` id is outside ``[0, V-1]`` (values known in Python raise instead)
     INVALID_PARAMETER = 6
     #: the constraints admit no distribution (e.g. a cap ``c`` with ``c·|support| < 1``)
     INFEASIBLE = 7
@@ -50,6 +51,11 @@ class Status(enum.IntEnum):
     def message(self) -> str:
         return _MESSAGES[self]
 
+    @property
+    def subject(self) -> str:
+        """What the code is about, the prefix of its errors: ``"invalid logits"``, ``"solver"``, …"""
+        return _SUBJECTS[self]
+
 
 _MESSAGES = {
     Status.OK: "ok",
@@ -59,10 +65,23 @@ _MESSAGES = {
     "step limit (`max_steps` of Exact, `steps` of Mirror/ProjectedGradient) or loosen `tol`",
     Status.NONFINITE_SCORES: "a score transform turned finite logits into NaN or +inf (or removed every token)",
     Status.INVALID_SOLUTION: "the solver returned a q that is not a distribution (non-finite or off the simplex)",
-    Status.INVALID_PARAMETER: "a parameter is out of its allowed range for this row",
+    Status.INVALID_PARAMETER: "a parameter (a value known only on device) is out of its allowed range for this "
+    "row, or a `history` id is outside [0, V-1]; run the jitted function under simplex_decode.checked(...) to "
+    "raise an error naming the parameter and its range",
     Status.INFEASIBLE: "the constraints admit no distribution on this row's support",
     Status.CONSTRAINT_INCOMPLETE: "the row reached max_new_tokens before its output matched the constraint "
     "(it is an unfinished match); raise max_new_tokens",
+}
+_SUBJECTS = {
+    Status.OK: "ok",
+    Status.NONFINITE_LOGITS: "invalid logits",
+    Status.EMPTY_SUPPORT: "invalid logits",
+    Status.NOT_CONVERGED: "solver",
+    Status.NONFINITE_SCORES: "invalid scores",
+    Status.INVALID_SOLUTION: "solver",
+    Status.INVALID_PARAMETER: "invalid parameter",
+    Status.INFEASIBLE: "infeasible problem",
+    Status.CONSTRAINT_INCOMPLETE: "constraint",
 }
 #: ``{code: message}`` (kept for callers that index by int).
 Status.MESSAGES = {int(k): v for k, v in _MESSAGES.items()}
@@ -73,16 +92,15 @@ def status_error_message(status: np.ndarray) -> str | None:
     status = np.asarray(status)
     if not np.any(status != Status.OK):
         return None
-    def prefix(code):
-        return "solver" if code == Status.NOT_CONVERGED else "invalid logits"
-
     if status.ndim == 0:
-        return f"{prefix(int(status))}: {Status.MESSAGES[int(status)]}"
+        code = Status(int(status))
+        return f"{code.subject}: {code.message}"
     lines = []
     for code in np.unique(status[status != Status.OK]):
+        code = Status(int(code))
         rows = [tuple(int(i) for i in r) for r in np.argwhere(status == code)[:5]]
         rows_s = ", ".join(str(r[0]) if len(r) == 1 else str(r) for r in rows)
-        lines.append(f"{prefix(int(code))}: logits rows [{rows_s}]: {Status.MESSAGES[int(code)]}")
+        lines.append(f"{code.subject}: logits rows [{rows_s}]: {code.message}")
     return "; ".join(lines)
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._pytree import check_range, is_concrete, per_row, pytree_dataclass, require, set_field, static_field
+from ._pytree import check_range, param, per_row, pytree_dataclass
 from ._select import KCAP, tie_cut, topk_mask
 from ._window import BLOCK, WINDOW_BLOCKS, choose, window
 
@@ -92,22 +92,14 @@ class TopK(SupportRule):
     scores (32 counting passes over the row).
     """
 
-    k: Any
-
-    def __post_init__(self):
-        set_field(self, "k", check_range("TopK", "k", self.k, lo=1, integer=True))
+    k: Any = param(lo=1, hi="V", integer=True, doc="how many of the highest scores to keep")
 
     def __call__(self, scores, mask, ctx):
-        V = scores.shape[-1]
-        if is_concrete(self.k) and int(np.max(np.asarray(self.k))) > V:
-            raise ValueError(f"TopK: `k` must be in [1, V={V}], got {_fmt_k(self.k)}")
-        require(self.k <= V, f"TopK: `k` must be in [1, V={V}]")
         return topk_mask(scores, _row(self.k, scores), mask)
 
 
-def _fmt_k(k):
-    k = np.asarray(k)
-    return int(k) if k.ndim == 0 else k.tolist()
+def _from_model():
+    return param(False, boolean=True, static=True, doc="measure probabilities under the untempered model logits")
 
 
 def _from(rule, scores, ctx):
@@ -125,11 +117,8 @@ class TopP(SupportRule):
     ``TopPLogitsWarper``), so the most probable token is always kept. Exact, no sort.
     """
 
-    p: Any
-    from_model: bool = static_field(False)
-
-    def __post_init__(self):
-        set_field(self, "p", check_range("TopP", "p", self.p, lo=0.0, hi=1.0, lo_open=True))
+    p: Any = param(lo=0.0, hi=1.0, lo_open=True, doc="the nucleus mass")
+    from_model: bool = _from_model()
 
     def __call__(self, scores, mask, ctx):
         return nucleus_mask(_from(self, scores, ctx), _row(self.p, scores), mask)
@@ -260,11 +249,8 @@ class MinP(SupportRule):
     ``from_model=True`` measures probabilities under the untempered model logits.
     """
 
-    p: Any
-    from_model: bool = static_field(False)
-
-    def __post_init__(self):
-        set_field(self, "p", check_range("MinP", "min_p", self.p, lo=0.0, hi=1.0))
+    p: Any = param(lo=0.0, hi=1.0, doc="the fraction of the top probability a token needs")
+    from_model: bool = _from_model()
 
     def __call__(self, scores, mask, ctx):
         e = _masked_exp(_from(self, scores, ctx), mask)
@@ -280,13 +266,7 @@ class Mask(SupportRule):
     Build one from token ids with :meth:`Mask.from_ids`.
     """
 
-    allowed: Any
-
-    def __post_init__(self):
-        a = jnp.asarray(self.allowed)
-        require(a.dtype == jnp.bool_, "Mask: `allowed` must be a boolean array", a.dtype)
-        require(a.ndim >= 1, "Mask: `allowed` must have shape (V,) or (..., V)", a.shape)
-        set_field(self, "allowed", a)
+    allowed: Any = param(boolean=True, axis="token", doc="True = allowed")
 
     @classmethod
     def from_ids(cls, vocab_size: int, *, allow=None, deny=None) -> Mask:
@@ -305,11 +285,6 @@ class Mask(SupportRule):
         return cls(jnp.asarray(a))
 
     def __call__(self, scores, mask, ctx):
-        require(
-            self.allowed.shape[-1] == scores.shape[-1],
-            f"Mask: `allowed` must have V={scores.shape[-1]} entries in its last axis",
-            self.allowed.shape,
-        )
         return mask & self.allowed
 
 
@@ -360,11 +335,8 @@ class Typical(SupportRule):
       [0.0, 0.2, 0.2, 0.2, 0.2, 0.2, 0.0]
     """
 
-    p: Any
-    from_model: bool = static_field(False)
-
-    def __post_init__(self):
-        set_field(self, "p", check_range("Typical", "p", self.p, lo=0.0, hi=1.0, lo_open=True))
+    p: Any = param(lo=0.0, hi=1.0, lo_open=True, doc="the mass of the typical set")
+    from_model: bool = _from_model()
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
@@ -409,13 +381,8 @@ class Epsilon(SupportRule):
     ``epsilon = 0`` keeps every token (a no-op row in a batch of per-row values).
     """
 
-    epsilon: Any
-    from_model: bool = static_field(False)
-
-    def __post_init__(self):
-        set_field(
-            self, "epsilon", check_range("Epsilon", "epsilon", self.epsilon, lo=0.0, hi=1.0, hi_open=True)
-        )
+    epsilon: Any = param(lo=0.0, hi=1.0, hi_open=True, doc="the probability a token needs")
+    from_model: bool = _from_model()
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
@@ -430,11 +397,8 @@ class Eta(SupportRule):
     ``prob ≥ min(ε, √ε·exp(−H(p)))``, an entropy-dependent cut-off, and always the most
     probable one(s). ``epsilon`` is the paper's ε (transformers' ``eta_cutoff``)."""
 
-    epsilon: Any
-    from_model: bool = static_field(False)
-
-    def __post_init__(self):
-        set_field(self, "epsilon", check_range("Eta", "epsilon", self.epsilon, lo=0.0, hi=1.0, hi_open=True))
+    epsilon: Any = param(lo=0.0, hi=1.0, hi_open=True, doc="ε of the entropy-dependent cut-off")
+    from_model: bool = _from_model()
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
@@ -455,11 +419,8 @@ class TopNSigma(SupportRule):
     ``n = 0`` keeps only the maxima (llama.cpp instead treats ``n ≤ 0`` as "off").
     """
 
-    n: Any
-    from_model: bool = static_field(False)
-
-    def __post_init__(self):
-        set_field(self, "n", check_range("TopNSigma", "n", self.n, lo=0.0))
+    n: Any = param(lo=0.0, doc="how many standard deviations below the max a token may be")
+    from_model: bool = _from_model()
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
@@ -482,14 +443,9 @@ class TopH(SupportRule):
     always kept. ``h ∈ (0, 1]``; ``top_n`` is static (it sizes the partial sort).
     """
 
-    h: Any
-    top_n: int = static_field(100)
-    from_model: bool = static_field(False)
-
-    def __post_init__(self):
-        set_field(self, "h", check_range("TopH", "h", self.h, lo=0.0, hi=1.0, lo_open=True))
-        check_range("TopH", "top_n", self.top_n, lo=1, integer=True)
-        set_field(self, "top_n", int(self.top_n))
+    h: Any = param(lo=0.0, hi=1.0, lo_open=True, doc="the fraction of the entropy the prefix may use")
+    top_n: int = param(100, lo=1, integer=True, static=True, doc="how many top tokens are considered")
+    from_model: bool = _from_model()
 
     def __call__(self, scores, mask, ctx):
         x = jnp.where(mask, _from(self, scores, ctx), -jnp.inf)
@@ -512,11 +468,8 @@ class TopA(SupportRule):
     """Top-a (BlinkDL's RWKV sampler): keep tokens with ``prob ≥ a · (max prob)²``, and
     always the most probable one(s). ``a = 0`` keeps every token."""
 
-    a: Any
-    from_model: bool = static_field(False)
-
-    def __post_init__(self):
-        set_field(self, "a", check_range("TopA", "a", self.a, lo=0.0))
+    a: Any = param(lo=0.0, doc="the factor on the squared top probability")
+    from_model: bool = _from_model()
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from ._pytree import check_range, per_row, pytree_dataclass, require, set_field, static_field
+from ._pytree import param, per_row, pytree_dataclass, require, set_field, static_field
 from ._select import topk_indices
 
 __all__ = ["Term", "Entropy", "SquaredL2", "Tsallis", "KL", "Coverage", "Cap"]
@@ -95,37 +95,27 @@ def _scatter_ones(shape, idx, dtype):
     return out.reshape(shape)
 
 
-def _float_array(x):
-    """float32, or float64 when given float64 (so x64 derivatives stay exact)."""
-    x = jnp.asarray(x)
-    return x if x.dtype == jnp.float64 else x.astype(jnp.float32)
-
-
-def _check_reference(owner, r):
-    """Validate a reference distribution array (shape (V,) or (..., V)); returns it."""
-    require(r.ndim >= 1, f"{owner}: `reference` must have shape (V,) or (..., V)", r.shape)
-    require((r >= 0) & jnp.isfinite(r), f"{owner}: `reference` probabilities must be finite and >= 0")
+def _sums_to_one(who, r):
+    """The ``check`` of a reference distribution (its range is declared): sums to 1."""
     total = jnp.sum(r, axis=-1)
-    require(jnp.abs(total - 1.0) <= 1e-3, f"{owner}: `reference` must sum to 1 along its last axis", total)
-    return r
+    require(jnp.abs(total - 1.0) <= 1e-3, f"{who} must sum to 1 along its last axis", total)
 
 
-def _log_reference(owner, reference, ctx):
-    """``log p`` broadcast to the logits (``-inf`` where ``p = 0``); the model's own if None."""
+def _reference(doc):
+    return param(None, optional=True, lo=0.0, axis="token", check=_sums_to_one, doc=doc)
+
+
+def _weight(default=1.0):
+    return param(default, lo=0.0, doc="the weight c ≥ 0 of the term")
+
+
+def _log_reference(reference, ctx):
+    """``log p`` broadcast to the logits (``-inf`` where ``p = 0``); the model's own if None.
+    (Its shape was checked against the logits, naming it, by ``params_ok``.)"""
     if reference is None:
         return ctx.log_model
-    r = reference.astype(ctx.logits.dtype)
-    require(
-        r.shape[-1] == ctx.logits.shape[-1],
-        f"{owner}: `reference` must have V={ctx.logits.shape[-1]} entries in its last axis",
-        r.shape,
-    )
-    r = jnp.broadcast_to(r, ctx.logits.shape)
+    r = jnp.broadcast_to(reference.astype(ctx.logits.dtype), ctx.logits.shape)
     return jnp.where(r > 0, jnp.log(jnp.where(r > 0, r, 1.0)), -jnp.inf)
-
-
-def _check_weight(owner, weight):
-    return check_range(owner, "weight", weight, lo=0.0)
 
 
 class Term:
@@ -221,11 +211,8 @@ class _EntropicCoords:
 class Entropy(_EntropicCoords, Term):
     """Shannon entropy ``H(q) = −Σ_v q_v log q_v``. Alone, its optimum is ``softmax(s / c)``."""
 
-    weight: Any = 1.0
+    weight: Any = _weight()
     entropic: ClassVar[bool] = True
-
-    def __post_init__(self):
-        set_field(self, "weight", _check_weight("Entropy", self.weight))
 
     def value(self, q, ctx):
         return -jnp.sum(_xlogx(q), axis=-1)
@@ -246,10 +233,7 @@ class Entropy(_EntropicCoords, Term):
 class SquaredL2(Term):
     """``−½‖q‖²``. Alone, its optimum is ``sparsemax(s / c)``."""
 
-    weight: Any = 1.0
-
-    def __post_init__(self):
-        set_field(self, "weight", _check_weight("SquaredL2", self.weight))
+    weight: Any = _weight()
 
     def value(self, q, ctx):
         return -0.5 * jnp.sum(q * q, axis=-1)
@@ -280,12 +264,8 @@ class Tsallis(Term):
     ``alpha`` is a leaf: per-row values work under one compilation.
     """
 
-    alpha: Any = 1.5
-    weight: Any = 1.0
-
-    def __post_init__(self):
-        set_field(self, "alpha", check_range("Tsallis", "alpha", self.alpha, lo=1.0, lo_open=True))
-        set_field(self, "weight", _check_weight("Tsallis", self.weight))
+    alpha: Any = param(1.5, lo=1.0, lo_open=True, doc="the Tsallis index α > 1 (2: sparsemax)")
+    weight: Any = _weight()
 
     def value(self, q, ctx):
         a = _w(self.alpha, q)
@@ -332,17 +312,12 @@ class KL(_EntropicCoords, Term):
     of shape ``(V,)`` or ``(..., V)``. Tokens with ``p_v = 0`` get ``q_v = 0``.
     """
 
-    weight: Any = 1.0
-    reference: Any = None
+    weight: Any = _weight()
+    reference: Any = _reference("the reference distribution p (None: the model's softmax)")
     entropic: ClassVar[bool] = True
 
-    def __post_init__(self):
-        set_field(self, "weight", _check_weight("KL", self.weight))
-        if self.reference is not None:
-            set_field(self, "reference", _check_reference("KL", _float_array(self.reference)))
-
     def log_reference(self, ctx):
-        return _log_reference("KL", self.reference, ctx)
+        return _log_reference(self.reference, ctx)
 
     def value(self, q, ctx):
         logp = self.log_reference(ctx)
@@ -376,32 +351,20 @@ class Coverage(Term):
     most probable tokens of the model, 0 elsewhere; ties by lowest id).
     """
 
-    k: int = static_field(1)
-    weights: Any = "model"
-    weight: Any = 1.0
-    top_m: int = static_field(8)
+    k: int = param(1, lo=1, integer=True, static=True, doc="the number of draws K")
+    weights: Any = param(
+        "model", lo=0.0, axis="token", choices=("model", "top_m"), doc="w: a rule name or an array"
+    )
+    weight: Any = _weight()
+    top_m: int = param(8, lo=1, integer=True, static=True, doc="m of weights='top_m'")
     rule: str = static_field("array", init=False)  # derived from `weights`
 
     def __post_init__(self):
-        check_range("Coverage", "k", self.k, lo=1, integer=True)
-        set_field(self, "k", int(self.k))
-        set_field(self, "weight", _check_weight("Coverage", self.weight))
-        if isinstance(self.weights, str):
-            if self.weights not in ("model", "top_m"):
-                raise ValueError(
-                    f"Coverage: `weights` must be 'model', 'top_m' or a non-negative array, got {self.weights!r}"
-                )
-            check_range("Coverage", "top_m", self.top_m, lo=1, integer=True)
-            set_field(self, "top_m", int(self.top_m))
-            # A rule name is static structure, not a leaf.
-            set_field(self, "rule", self.weights)
+        # A rule name is static structure, not a leaf: it moves from `weights` to `rule`.
+        rule = self.weights if isinstance(self.weights, str) else "array"
+        set_field(self, "rule", rule)
+        if rule != "array":
             set_field(self, "weights", None)
-        else:
-            set_field(self, "rule", "array")
-            w = _float_array(self.weights)
-            require(w.ndim >= 1, "Coverage: `weights` must have shape (V,) or (..., V)", w.shape)
-            require(jnp.isfinite(w) & (w >= 0), "Coverage: `weights` must be finite and >= 0")
-            set_field(self, "weights", w)
 
     def coverage_weights(self, ctx):
         V = ctx.logits.shape[-1]
@@ -409,20 +372,10 @@ class Coverage(Term):
             if self.rule == "model":
                 return jnp.exp(ctx.log_model)
             if self.top_m > V:
-                raise ValueError(f"Coverage: `top_m` must be in [1, V={V}], got {self.top_m}")
+                raise ValueError(f"Coverage: `top_m` must be an integer in [1, V={V}], got {self.top_m}")
             return _scatter_ones(ctx.log_model.shape, _top_m_ids(ctx.log_model, self.top_m), ctx.logits.dtype)
-        require(
-            self.weights.shape[-1] == V,
-            f"Coverage: `weights` must have V={V} entries in its last axis",
-            self.weights.shape,
-        )
-        try:
-            return jnp.broadcast_to(self.weights.astype(ctx.logits.dtype), ctx.logits.shape)
-        except ValueError as e:
-            raise ValueError(
-                f"Coverage: `weights` of shape {self.weights.shape} does not broadcast to the logits "
-                f"shape {ctx.logits.shape}"
-            ) from e
+        # (its shape was checked against the logits, naming it, by params_ok)
+        return jnp.broadcast_to(self.weights.astype(ctx.logits.dtype), ctx.logits.shape)
 
     def value(self, q, ctx):
         w = self.coverage_weights(ctx)
@@ -447,7 +400,7 @@ class Coverage(Term):
         if self.rule != "top_m":
             return None
         if self.top_m > ctx.logits.shape[-1]:
-            raise ValueError(f"Coverage: `top_m` must be in [1, V={ctx.logits.shape[-1]}], got {self.top_m}")
+            raise ValueError(f"Coverage: `top_m` must be an integer in [1, V={ctx.logits.shape[-1]}], got {self.top_m}")
         # lowest ids among ties, as coverage_weights does
         return _top_m_ids(ctx.log_model, self.top_m)
 
@@ -494,12 +447,9 @@ class Cap(Term):
       [0.5, 0.25, 0.25]
     """
 
-    c: Any = 1.0
+    c: Any = param(1.0, lo=0.0, lo_open=True, doc="the cap c > 0 on every q_v")
     weight: ClassVar[float] = 1.0
     bound: ClassVar[bool] = True
-
-    def __post_init__(self):
-        set_field(self, "c", check_range("Cap", "c", self.c, lo=0.0, lo_open=True))
 
     def upper_bound(self, ctx):
         """The bound ``u`` broadcastable to ``(..., V)`` (per row: shape ``(..., 1)``)."""
@@ -554,17 +504,12 @@ class JensenShannon(Term):
     """
 
     dense: ClassVar[bool] = True
-    weight: Any = 1.0
-    reference: Any = None
-
-    def __post_init__(self):
-        set_field(self, "weight", _check_weight("JensenShannon", self.weight))
-        if self.reference is not None:
-            set_field(self, "reference", _check_reference("JensenShannon", jnp.asarray(self.reference, jnp.float32)))
+    weight: Any = _weight()
+    reference: Any = _reference("the reference distribution p (None: the model's softmax)")
 
     def log_reference(self, ctx):
         """``log p`` broadcast to the logits (``-inf`` where ``p = 0``)."""
-        return _log_reference("JensenShannon", self.reference, ctx)
+        return _log_reference(self.reference, ctx)
 
     @staticmethod
     def _log_ratio(q, log_p):

@@ -177,8 +177,8 @@ def test_per_row_parameters_under_one_compilation():
 
 def test_bad_parameters_are_named():
     cases = [
-        (lambda: sd.EDT(theta=-1.0), "EDT: `theta` must be in [0.0, inf)"),
-        (lambda: sd.EDT(n=1.5), "EDT: `n` must be in (0.0, 1.0]"),
+        (lambda: sd.EDT(theta=-1.0), "EDT: `theta` must be in [0, inf)"),
+        (lambda: sd.EDT(n=1.5), "EDT: `n` must be in (0, 1]"),
         (lambda: sd.EDT(n=0.0), "EDT: `n`"),
         (lambda: sd.EDT(t0=np.nan), "EDT: `t0`"),
         (lambda: sd.DynamicTemperature(1.0, 0.5), "DynamicTemperature: `t_max` must be >= `t_min`"),

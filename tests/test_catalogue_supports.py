@@ -214,12 +214,12 @@ def test_per_row_parameters_under_one_compilation():
 
 def test_bad_parameters_are_named():
     cases = [
-        (lambda: sd.Typical(0.0), "Typical: `p` must be in (0.0, 1.0]"),
+        (lambda: sd.Typical(0.0), "Typical: `p` must be in (0, 1]"),
         (lambda: sd.Typical(1.5), "Typical: `p`"),
-        (lambda: sd.typical(-0.1), "Typical: `p`"),
-        (lambda: sd.Epsilon(1.0), "Epsilon: `epsilon` must be in [0.0, 1.0)"),
+        (lambda: sd.typical(-0.1), "typical: `p`"),  # the preset names its own argument
+        (lambda: sd.Epsilon(1.0), "Epsilon: `epsilon` must be in [0, 1)"),
         (lambda: sd.Eta(-1e-3), "Eta: `epsilon`"),
-        (lambda: sd.TopNSigma(-1.0), "TopNSigma: `n` must be in [0.0, inf)"),
+        (lambda: sd.TopNSigma(-1.0), "TopNSigma: `n` must be in [0, inf)"),
         (lambda: sd.TopH(0.0), "TopH: `h`"),
         (lambda: sd.TopH(0.5, top_n=0), "TopH: `top_n`"),
         (lambda: sd.TopA(-0.5), "TopA: `a`"),

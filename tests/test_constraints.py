@@ -329,7 +329,7 @@ def test_constrained_decoder_equals_decoder_on_masked_logits(toy, name):
     cdec = sd.constrain(dec, a)
     logits = jnp.asarray(np.random.default_rng(5).standard_normal((6, len(TOY))) * 3, jnp.float32)
     state = jnp.asarray([a.walk(p) for p in ([], [0], [4, 3], [4, 3, 5], [1, 2], [0, 7, 5])], jnp.int32)
-    state = (state,) + (None,) * len(dec.objective.support)
+    state = (state,) + dec.init((6,))  # the Constraint's slot first (sd.constrain puts it first)
     allowed = np.asarray(cdec.objective.support[0].allowed(state[0]))
     assert allowed.any(axis=1).all() and (~allowed).any(axis=1).all()  # each row is constrained
     both = jax.jit(lambda cd, d, x, st, m: (cd.probs(x, state=st), d.probs(jnp.where(m, x, -jnp.inf))))
@@ -345,7 +345,7 @@ def test_nucleus_is_taken_among_allowed_tokens(toy):
     logits = jnp.asarray([[0.0, 0.5, 1.0, 6.0, 5.0] + [-2.0] * (len(TOY) - 5)], jnp.float32)  # '-' and '12' lead
     dec = sd.top_p(0.6)
     q, full = jax.jit(lambda cd, d, st: (cd.probs(logits, state=st), d.probs(logits)))(
-        sd.constrain(dec, a), dec, (jnp.asarray([a.start]), None))
+        sd.constrain(dec, a), dec, (jnp.asarray([a.start]),))
     naive = full * np.asarray(sd.Constraint(a).allowed(jnp.asarray([a.start])))
     assert float(jnp.sum(naive)) == 0.0  # the full nucleus holds no allowed token at all
     assert float(q[0, 2]) > 0.5 and float(jnp.sum(q)) == pytest.approx(1.0)
@@ -359,8 +359,7 @@ def test_chain_and_constrain_agree(toy):
     direct = sd.constrain(sd.chain(sd.MinP(0.1), sd.TopP(0.8), sd.Temperature(0.7)), c)
     logits = jnp.asarray(np.random.default_rng(2).standard_normal((3, len(TOY))) * 3, jnp.float32)
     state = jnp.asarray([a.start, a.walk([0]), a.walk([4])], jnp.int32)
-    qs = [jax.jit(lambda d, st: d.probs(logits, state=st))(
-        d, tuple(state if isinstance(r, Constraint) else None for r in d.objective.support)) for d in (chained, direct)]
+    qs = [jax.jit(lambda d, st: d.probs(logits, state=st))(d, (state,)) for d in (chained, direct)]
     np.testing.assert_array_equal(np.asarray(qs[0]), np.asarray(qs[1]))
 
 
@@ -415,7 +414,7 @@ def test_vocabulary_and_token_mismatches(toy):
     with pytest.raises(ValueError, match="compiled for a vocabulary of V=16 token ids .*logits have V=20"):
         dec.probs(jnp.zeros(20), state=dec.init())
     with pytest.raises(ValueError, match="token ids must be in \\[0, V-1=15\\]"):
-        dec.update(dec.init(), 16)
+        dec.update(dec.init(), jnp.ones(16) / 16, 16)
     no_state, start = jax.jit(lambda d: (d.probs(jnp.zeros(16)), d.probs(jnp.zeros(16), state=d.init())))(dec)
     np.testing.assert_array_equal(np.asarray(no_state), np.asarray(start))  # no state: the start state
     with pytest.raises(ValueError, match="state: this decoder carries state between steps"):
@@ -427,7 +426,7 @@ def test_vocabulary_and_token_mismatches(toy):
         Constraint([a, regex("z", other)])
     with pytest.raises(ValueError, match="Constraint: `which` must be an integer in \\[0, 1\\]"):
         Constraint([a, a], which=2)
-    with pytest.raises(ValueError, match="num_samples: cannot be combined with state="):
+    with pytest.raises(ValueError, match="num_samples: a decoder's state is per row"):
         dec.sample(jax.random.key(0), jnp.zeros(16), state=dec.init(), num_samples=2)
     with pytest.raises(ValueError, match="already has a Constraint"):
         sd.constrain(dec, a)

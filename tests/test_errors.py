@@ -14,23 +14,27 @@ LOGITS = np.linspace(-2, 2, V, dtype=np.float32)
 @pytest.mark.parametrize(
     "make, pattern",
     [
-        (lambda: sd.top_k(0), r"`k` must be an integer in \[1, inf\).*got 0"),
+        (lambda: sd.top_k(0), r"top_k: `k` must be an integer in \[1, V\], got 0"),
         (lambda: sd.top_k(2.5), r"`k` must be an integer"),
-        (lambda: sd.top_p(0.0), r"`p` must be in \(0.0, 1.0\].*got 0.0"),
-        (lambda: sd.top_p(1.2), r"`p` must be in \(0.0, 1.0\]"),
-        (lambda: sd.top_p(np.array([0.5, 1.5])), r"`p` must be in \(0.0, 1.0\].*1.5"),
-        (lambda: sd.min_p(-0.1), r"`min_p` must be in \[0.0, 1.0\]"),
-        (lambda: sd.min_p(1.1), r"`min_p` must be in \[0.0, 1.0\]"),
-        (lambda: sd.temperature(-1.0), r"`temperature` must be in \[0.0, inf\)"),
-        (lambda: sd.temperature(float("nan")), r"`temperature` must be in"),
-        (lambda: sd.top_p(0.9, temperature=-0.5), r"`temperature`"),
-        (lambda: sd.entmax(1.0), r"`alpha` must be in \(1.0, inf\)"),
+        (lambda: sd.top_p(0.0), r"top_p: `p` must be in \(0, 1\], got 0.0"),
+        (lambda: sd.top_p(1.2), r"top_p: `p` must be in \(0, 1\]"),
+        (lambda: sd.top_p(np.array([0.5, 1.5])), r"`p` must be in \(0, 1\].*1.5"),
+        (lambda: sd.TopP(1.2), r"TopP: `p` must be in \(0, 1\], got 1.2"),
+        # the preset's own argument names (these asserted MinP's / KL's / Temperature's before)
+        (lambda: sd.min_p(-0.1), r"min_p: `p` must be in \[0, 1\]"),
+        (lambda: sd.min_p(1.1), r"min_p: `p` must be in \[0, 1\]"),
+        (lambda: sd.temperature(-1.0), r"temperature: `t` must be in \[0, inf\), got -1.0"),
+        (lambda: sd.temperature(float("nan")), r"temperature: `t` must be in"),
+        (lambda: sd.top_p(0.9, temperature=-0.5), r"top_p: `temperature` must be in \[0, inf\)"),
+        (lambda: sd.Temperature(-1.0), r"Temperature: `t` must be in \[0, inf\)"),
+        (lambda: sd.entmax(1.0), r"entmax: `alpha` must be in \(1, inf\)"),
         (lambda: sd.entmax(0.5), r"`alpha`"),
-        (lambda: sd.kl_anchored(-0.1), r"KL: `weight` must be in \[0.0, inf\)"),
+        (lambda: sd.kl_anchored(-0.1), r"kl_anchored: `lam` must be in \[0, inf\), got -0.1"),
+        (lambda: sd.KL(-0.1), r"KL: `weight` must be in \[0, inf\)"),
         (lambda: sd.Entropy(-1.0), r"Entropy: `weight`"),
         (lambda: sd.SquaredL2(-1.0), r"SquaredL2: `weight`"),
         (lambda: sd.Coverage(k=0), r"Coverage: `k`"),
-        (lambda: sd.Coverage(k=2, weights=-np.ones(3)), r"Coverage: `weights` must be finite and >= 0"),
+        (lambda: sd.Coverage(k=2, weights=-np.ones(3)), r"Coverage: `weights` must be .* with entries in \[0, inf\)"),
         (lambda: sd.Coverage(k=2, weights="uniform"), r"Coverage: `weights` must be"),
         (lambda: sd.KL(1.0, reference=np.array([0.5, 0.6])), r"KL: `reference` must sum to 1"),
         (lambda: sd.Mask(np.ones(3)), r"Mask: `allowed` must be a boolean array"),
@@ -45,11 +49,14 @@ def test_static_parameters_are_validated(make, pattern):
 
 
 def test_shape_errors():
-    with pytest.raises(ValueError, match=r"`k` must be in \[1, V=10\], got 11"):
+    sd.TopK(11)  # V is not known yet
+    with pytest.raises(ValueError, match=r"TopK: `k` must be an integer in \[1, V=10\], got 11"):
+        sd.Decoder(sd.Objective(terms=sd.Entropy(), support=sd.TopK(11))).probs(LOGITS)
+    with pytest.raises(ValueError, match=r"top_k: `k` must be an integer in \[1, V=10\], got 11"):
         sd.top_k(11).probs(LOGITS)
-    with pytest.raises(ValueError, match=r"logits: must have shape"):
+    with pytest.raises(ValueError, match=r"logits: must be a real .* array of shape \(\.\.\., V\) with V >= 1, got shape \(\)"):
         sd.temperature().probs(jnp.float32(1.0))
-    with pytest.raises(ValueError, match=r"does not broadcast to the batch shape"):
+    with pytest.raises(ValueError, match=r"temperature: `t` of shape \(3,\) does not broadcast to the batch shape \(2,\)"):
         sd.temperature(np.ones(3, np.float32)).probs(np.zeros((2, V), np.float32))
     with pytest.raises(ValueError, match=r"LogitBias: `bias` must have V=10"):
         sd.Decoder(sd.Objective(terms=sd.Entropy(), transforms=sd.LogitBias(np.zeros(4)))).probs(LOGITS)
@@ -110,8 +117,9 @@ def test_checked_catches_traced_parameter_out_of_range():
     def run(p, x):
         return sd.top_p(p).probs(x)
 
-    assert np.all(np.isfinite(np.asarray(run(jnp.float32(1.5), LOGITS))))  # unchecked: no error
-    with pytest.raises(Exception, match=r"TopP: `p` must be in \(0.0, 1.0\]"):
+    # unchecked: no error, and the row is not a distribution (zeros), never a default p
+    assert np.all(np.asarray(run(jnp.float32(1.5), LOGITS)) == 0)
+    with pytest.raises(Exception, match=r"top_p: `p` must be in \(0, 1\], got 1.5"):
         sd.checked(run)(jnp.float32(1.5), LOGITS)
 
 

@@ -248,7 +248,7 @@ def test_per_row_parameters_and_history_lengths_under_one_compilation():
 
 def test_bad_input_is_named():
     cases = [
-        (lambda: sd.RepetitionPenalty(0.0), "RepetitionPenalty: `penalty` must be in (0.0, inf)"),
+        (lambda: sd.RepetitionPenalty(0.0), "RepetitionPenalty: `penalty` must be in (0, inf), got 0.0"),
         (lambda: sd.RepetitionPenalty(-1.2), "RepetitionPenalty: `penalty`"),
         (lambda: sd.RepetitionPenalty(np.array([1.2, 0.0])), "RepetitionPenalty: `penalty`"),
         (lambda: sd.FrequencyPenalty(np.nan), "FrequencyPenalty: `penalty`"),
@@ -278,9 +278,9 @@ def test_bad_history_and_ids_at_call_time_are_named():
     dec.probs(logits, history=np.array([[1, 9], [0, 1]]), history_mask=np.array([[True, False], [True, True]]))
     with pytest.raises(ValueError, match="RepetitionPenalty: reads the token history"):
         dec.probs(logits)
-    with pytest.raises(ValueError, match=r"MinNewTokens: `eos_id` must be in \[0, V-1=4\]"):
+    with pytest.raises(ValueError, match=r"MinNewTokens: `eos_id` must be an integer in \[0, V-1=4\]"):
         sd.chain(sd.MinNewTokens(2, eos_id=7)).probs(logits, history=np.zeros((2, 1), int))
-    with pytest.raises(ValueError, match=r"BanTokens: `ids` must be in \[-1, V-1=4\]"):
+    with pytest.raises(ValueError, match=r"BanTokens: `ids` must be an integer in \[-1, V-1=4\]"):
         sd.chain(sd.BanTokens([2, 5])).probs(logits)
 
     @jax.jit

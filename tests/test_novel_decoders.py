@@ -223,12 +223,15 @@ def test_infeasible_cap_is_an_error():
 
 def test_bad_parameters_are_named():
     cases = [
-        (lambda: sd.capped(0.0), "Cap: `c`"),
-        (lambda: sd.js_anchored(-1.0), "JensenShannon: `weight`"),
+        # presets name their own arguments (these asserted the components' names before)
+        (lambda: sd.capped(0.0), "capped: `c`"),
+        (lambda: sd.js_anchored(-1.0), "js_anchored: `lam`"),
+        (lambda: sd.tsallis_coverage(0), "tsallis_coverage: `k`"),
+        (lambda: sd.tsallis_coverage(4, alpha=1.0), "tsallis_coverage: `alpha`"),
+        (lambda: sd.tsallis_coverage(4, beta=-0.5), "tsallis_coverage: `beta`"),
+        (lambda: sd.Cap(0.0), "Cap: `c`"),
+        (lambda: sd.JensenShannon(-1.0), "JensenShannon: `weight`"),
         (lambda: sd.JensenShannon(1.0, reference=np.array([0.5, 0.6])), "JensenShannon: `reference` must sum to 1"),
-        (lambda: sd.tsallis_coverage(0), "Coverage: `k`"),
-        (lambda: sd.tsallis_coverage(4, alpha=1.0), "Tsallis: `alpha`"),
-        (lambda: sd.tsallis_coverage(4, beta=-0.5), "Coverage: `weight`"),
     ]
     for make, msg in cases:
         with pytest.raises(ValueError) as e:

@@ -89,6 +89,9 @@ def _cmd_decoders(args) -> int:
         print(f"{name}{signature_text(fn)}")
         if doc:
             print(f"    {doc[0]}")
+        declared = getattr(fn, "__params__", {})
+        if declared:  # the preset's declared arguments: what each must be
+            print("    " + "; ".join(f"{n}: {p.requirement().removeprefix('must be ')}" for n, p in declared.items()))
     return 0
 
 

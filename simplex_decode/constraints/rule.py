@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._pytree import check_range, is_concrete, per_row, pytree_dataclass, require, set_field, static_field
+from ..stateful import Stateful
 from ..status import Status
 from ..supports import SupportRule
 from .compile import Automaton
@@ -36,7 +37,7 @@ __all__ = ["Constraint", "constrain"]
 
 
 @pytree_dataclass
-class Constraint(SupportRule):
+class Constraint(SupportRule, Stateful):
     """Structured generation: each row's output must be a complete match of its automaton.
 
     Args:
@@ -47,9 +48,10 @@ class Constraint(SupportRule):
         aligned with the leading batch axes, as every per-row parameter; default 0). A leaf:
         new values never recompile.
 
-    The rule has state — each row's automaton state, int32 — created by :meth:`init_state` and
-    moved on by :meth:`update_state` with the chosen tokens (``Decoder.init`` / ``Decoder.update``
-    and :func:`simplex_decode.generate` do this for you). State 0 is the dead state (a token
+    The rule has state (a :class:`~simplex_decode.Stateful` component) — each row's automaton
+    state, int32 — created by :meth:`init_state` and moved on by :meth:`update_state` with the
+    chosen tokens (``Decoder.init`` / ``Decoder.sample(state=)`` / ``Decoder.update`` and
+    :func:`simplex_decode.generate` do this for you, as for mirostat's μ). State 0 is the dead state (a token
     that was not allowed was fed in): nothing is allowed there, so the row's status becomes
     ``EMPTY_SUPPORT``.
 
@@ -65,8 +67,10 @@ class Constraint(SupportRule):
       >>> state = dec.init()
       >>> dec.probs(jnp.zeros(4), state=state).tolist()   # 'a' or 'ab'; not 'b', not EOS yet
       [0.5, 0.0, 0.5, 0.0]
-      >>> state = dec.update(state, 2)                    # after 'ab': more, or the end
-      >>> dec.probs(jnp.zeros(4), state=state).tolist()
+      >>> ids, state = dec.sample(jax.random.key(0), jnp.array([0.0, 0.0, 9.0, 0.0]), state=state)
+      >>> int(ids)                                        # 'ab' (sampled: q = 0.9999)
+      2
+      >>> dec.probs(jnp.zeros(4), state=state).tolist()   # after 'ab': more, or the end
       [0.3333333432674408, 0.0, 0.3333333432674408, 0.3333333432674408]
     """
 
@@ -79,6 +83,11 @@ class Constraint(SupportRule):
 
     #: applied to the logits before the rest of the objective (see the module docstring)
     restricts_domain = True
+    #: a traced ``which`` out of range makes its rows INVALID_PARAMETER (a concrete one raises)
+    __rules__ = (
+        ("`which` must be in [0, number of automata - 1]",
+         lambda self: (self.which >= 0) & (self.which < self.starts.shape[0]), ("which",)),
+    )
 
     def __init__(self, automata: Automaton | Sequence[Automaton], which: Any = 0):
         autos = (automata,) if isinstance(automata, Automaton) else tuple(automata)
@@ -128,7 +137,7 @@ class Constraint(SupportRule):
         """bool ``state.shape + (V,)``: the tokens allowed in each row's state."""
         return mask(self.tables, state)
 
-    def apply(self, x, state):
+    def restrict(self, x, state):
         """``x`` with the disallowed tokens of each row at ``-inf``."""
         self.check_vocab_size(x.shape[-1])
         state = jnp.asarray(state)
@@ -139,12 +148,17 @@ class Constraint(SupportRule):
             )
         return jnp.where(self.allowed(state), x, -jnp.inf)
 
-    def __call__(self, scores, mask, ctx):  # applied by Objective.prepare through `apply`
-        raise ValueError("Constraint: a rule with state; call the decoder with `state=` (see Decoder.init)")
+    def __call__(self, scores, mask, ctx):
+        """``mask`` confined to the allowed tokens (``Objective.prepare`` applies the rule
+        through :meth:`restrict` instead, to the logits, before everything else)."""
+        if ctx.state is None:
+            raise ValueError("Constraint: carries state; pass state= (from Decoder.init) to probs / sample / solve")
+        return mask & self.allowed(ctx.state)
 
     def update_state(self, state, ids, q_ids=None):
         """The states after the chosen tokens ``ids`` (rows with id -1, a bad row, keep theirs;
         ``q_ids``, the drawn tokens' probabilities, is not needed)."""
+        del q_ids
         ids = jnp.asarray(ids)
         if is_concrete(ids) and np.any(np.asarray(ids) >= self.vocab_size):
             raise ValueError(

@@ -5,7 +5,7 @@ search, lookahead, CoT decoding, self-consistency, best-of-n and pass@k on the s
 protocol.
 """
 
-from .loop import GenerateResult, generate
+from .loop import GenerateResult, SecondStream, generate
 from .strategies import (
     BeamSearchResult,
     BestOfNResult,
@@ -25,6 +25,7 @@ __all__ = [
     "BestOfNResult",
     "CoTResult",
     "GenerateResult",
+    "SecondStream",
     "SelfConsistencyResult",
     "beam_search",
     "best_of_n",

@@ -171,21 +171,40 @@ def take_rows(cache, axes, idx):
     return jax.tree.map(lambda x, a: x if a < 0 else jnp.take(x, idx, axis=a), cache, axes)
 
 
+def step_outputs(out):
+    """``(logits, cache, second)`` from a step's output: ``(logits, cache)`` or
+    ``(logits, cache, second_logits)`` (e.g. early-layer logits for DoLa); ``second`` is None
+    for the former."""
+    out = tuple(out) if isinstance(out, (list, tuple)) else out
+    if not isinstance(out, tuple) or len(out) not in (2, 3):
+        raise ValueError(
+            "step: must return (logits, cache) or (logits, cache, second_logits), got "
+            f"{type(out).__name__}" + (f" of {len(out)} entries" if isinstance(out, tuple) else "")
+        )
+    return out if len(out) == 3 else (out[0], out[1], None)
+
+
 def prefill(step, params, prompt, lengths, cache_fn, max_len):
-    """Run the model on the (right-padded) prompts; logits of each prompt's last token."""
+    """Run the model on the (right-padded) prompts: ``(logits, cache, second)`` of each
+    prompt's last token (``second``: the step's second logits, or None)."""
     B, P = prompt.shape
     cache = None if cache_fn is None else cache_fn(B, max_len)
     cols = jnp.arange(P, dtype=jnp.int32)[None, :]
     positions = jnp.where(cols < lengths[:, None], cols, -1)
-    logits, cache = step(params, prompt, cache, positions)
-    last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
-    return last, cache
+    logits, cache, second = step_outputs(step(params, prompt, cache, positions))
+
+    def last(x):
+        idx = (lengths - 1).reshape((B, 1) + (1,) * (x.ndim - 2))
+        return jnp.take_along_axis(x, idx, axis=1)[:, 0]
+
+    return last(logits), cache, None if second is None else last(second)
 
 
 def model_step(step, params, tokens, cache, positions):
-    """One decode step of the model on ``tokens`` (N,) at ``positions`` (N,; -1 skips)."""
-    logits, cache = step(params, tokens[:, None], cache, positions[:, None])
-    return logits[:, 0], cache
+    """One decode step of the model on ``tokens`` (N,) at ``positions`` (N,; -1 skips):
+    ``(logits, cache, second)``."""
+    logits, cache, second = step_outputs(step(params, tokens[:, None], cache, positions[:, None]))
+    return logits[:, 0], cache, None if second is None else second[:, 0]
 
 
 def take_ids(x, ids):
@@ -222,23 +241,34 @@ class LoopState(NamedTuple):
     done: Any
     status: Any
     n_gen: Any
-    dstate: Any = None
+    second: Any  # second logits (N, V) / (N, J, V), or None
+    second_cache: Any  # the second stream's cache, or None
+    carry: Any  # the select function's state (the decoder's state in generate), a pytree
+
+
+class SecondRun(NamedTuple):
+    """A second model stream inside the decode loop: fed the same tokens as the main one."""
+
+    step: Any
+    params: Any
+    lengths: Any  # (N,) its prompt lengths: the position of its next token
 
 
 def decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_new_tokens, eos_ids, pad_id,
-                 extras=(), callback=None, callback_shape=None, dstate=None, advance=None):
+                extras=(), callback=None, callback_shape=None, second=None, second_run=None, second_cache=None,
+                carry=()):
     """The shared decode loop over N rows (prompt/lengths already repeated to N rows).
 
-    ``select(t, logits, cache, positions, history, history_mask)`` returns
-    ``(ids, logq, status, extras)`` for the N rows (``extras``: a dict of (N,) float32
-    arrays recorded per step under the names in ``extras``). ``callback``: None or
-    ``(host_fn, args)``; ``host_fn(*args, t, tokens, done)`` runs on the host after each step. Finished rows get ``pad_id``
-    and position -1 (the model skips them); the loop stops when every row is finished
-    or after ``max_new_tokens`` tokens, and never runs the model after the last token.
-
-    ``dstate``/``advance``: a decoder state threaded through the loop (None: none). With
-    them ``select`` takes the state as a last argument, and after each step the state
-    becomes ``advance(state, tokens, emitted)`` (rows that did not emit keep theirs).
+    ``select(t, logits, second, cache, positions, history, history_mask, active, carry)``
+    returns ``(ids, logq, status, extras, carry)`` for the N rows (``extras``: a dict of
+    (N,) float32 arrays recorded per step under the names in ``extras``; ``carry``: any
+    pytree threaded from step to step, e.g. the decoder's state; ``active``: the rows not
+    yet finished). ``second``: the second logits of the first step, or None; they come from
+    ``second_run`` (a :class:`SecondRun` with its ``second_cache``) when given, else from
+    the step's own third output. ``callback``: None or ``(host_fn, args)``;
+    ``host_fn(*args, t, tokens, done)`` runs on the host after each step. Finished rows
+    get ``pad_id`` and position -1 (the models skip them); the loop stops when every row is
+    finished or after ``max_new_tokens`` tokens, and never runs a model after the last token.
     """
     N, P = prompt.shape
     T = max_new_tokens
@@ -252,9 +282,8 @@ def decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_new
     def body(s: LoopState) -> LoopState:
         pos = lengths + s.t
         hmask = cols < s.hist_len[:, None]
-        dargs = () if advance is None else (s.dstate,)
-        ids, lq, st, ex = select(s.t, s.logits, s.cache, pos, s.hist, hmask, *dargs)
         active = ~s.done
+        ids, lq, st, ex, carry = select(s.t, s.logits, s.second, s.cache, pos, s.hist, hmask, active, s.carry)
         ok = st == Status.OK
         emit = active & ok
         tok = jnp.where(emit, ids, pad_id).astype(jnp.int32)
@@ -269,11 +298,18 @@ def decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_new
                 host_fn, *host_args, s.t, tok.reshape(callback_shape), done.reshape(callback_shape), ordered=True
             )
         more = (s.t + 1 < T) & ~jnp.all(done)
-        new_logits, new_cache = lax.cond(
-            more,
-            lambda c: model_step(step, params, tok, c, jnp.where(done, -1, pos)),
-            lambda c: (s.logits, c),
-            s.cache,
+
+        def advance(caches):
+            main, other = caches
+            new_logits, main, aux = model_step(step, params, tok, main, jnp.where(done, -1, pos))
+            if second_run is not None:
+                aux, other, _ = model_step(
+                    second_run.step, second_run.params, tok, other, jnp.where(done, -1, second_run.lengths + s.t)
+                )
+            return new_logits, aux if s.second is not None else None, (main, other)
+
+        new_logits, new_second, (new_cache, new_second_cache) = lax.cond(
+            more, advance, lambda c: (s.logits, s.second, c), (s.cache, s.second_cache)
         )
         return LoopState(
             t=s.t + 1,
@@ -288,7 +324,9 @@ def decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_new
             done=done,
             status=jnp.where(active & ~ok, st, s.status).astype(jnp.int32),
             n_gen=s.n_gen + emit,
-            dstate=s.dstate if advance is None else advance(s.dstate, tok, emit),
+            second=new_second,
+            second_cache=new_second_cache,
+            carry=carry,
         )
 
     zeros = jnp.zeros((N, T), jnp.float32)
@@ -305,7 +343,9 @@ def decode_loop(step, params, cache, logits, prompt, lengths, select, *, max_new
         done=jnp.zeros((N,), bool),
         status=jnp.zeros((N,), jnp.int32),
         n_gen=jnp.zeros((N,), jnp.int32),
-        dstate=dstate,
+        second=second,
+        second_cache=second_cache,
+        carry=carry,
     )
     out = lax.while_loop(lambda s: (s.t < T) & ~jnp.all(s.done), body, init)
     finished = out.done & (out.status == Status.OK)

@@ -14,6 +14,10 @@ A model enters simplex_decode through one explicit protocol, the *step function*
   then repeated for ``num_samples`` (and how beams are reordered in
   :func:`simplex_decode.strategies.beam_search`).
 * ``logits``: ``(N, T, V)`` (computed in float32 by the decoder whatever their dtype).
+* optionally a third output, ``step(...) -> (logits, cache, second_logits)`` with
+  ``second_logits`` ``(N, T, V)`` or ``(N, T, J, V)``: handed to the decoder as its second
+  source of scores (DoLa's early layers: ``make_step(config, early_exit_layers=...)``).
+  The strategies ignore it.
 
 :func:`simplex_decode.models.make_step` (the bundled Llama) follows it::
 
@@ -60,6 +64,7 @@ import numpy as np
 from ..sampling import sample_from_probs
 from ..status import Status, raise_on_bad_rows
 from ._common import (
+    SecondRun,
     batch_axes,
     check_cache,
     check_int,
@@ -76,7 +81,7 @@ from ._common import (
     take_ids,
 )
 
-__all__ = ["GenerateResult", "generate"]
+__all__ = ["GenerateResult", "SecondStream", "generate"]
 
 
 class GenerateResult(NamedTuple):
@@ -91,12 +96,14 @@ class GenerateResult(NamedTuple):
       logprobs: float32 ``log q(token)`` under the decoder's distribution ``q`` (0 after the end).
       model_logprobs: float32 ``log_softmax(logits)[token]``, the model's own log-probability.
       status: int32 :class:`simplex_decode.Status` of the row: ``OK``, or the code of the
-        step whose logits were invalid (the row stops there and is padded).
+        step whose logits were invalid (the row stops there and is padded), or
+        ``CONSTRAINT_INCOMPLETE`` for a row of a constrained decoder cut at ``max_new_tokens``
+        before its output was a complete match.
       diagnostics: None, or a dict of float32 per-step arrays (shape of ``tokens``; 0 after
         the end): ``entropy`` of q (nats), ``support_size`` (tokens with q > 0),
         ``kl_to_model`` = KL(q ‖ softmax(logits)), ``model_entropy``.
-      state: the decoder's final state (``decoder.init`` of the rows' shape; a tuple of
-        Nones for decoders without state), e.g. a Constraint's automaton state per row.
+      state: the decoder's final state (batch shape ``(B,)``/``(B, K)``; ``()`` for stateless
+        decoders): pass it back as ``state=`` to continue.
     """
 
     tokens: jax.Array
@@ -107,6 +114,36 @@ class GenerateResult(NamedTuple):
     status: jax.Array
     diagnostics: dict | None = None
     state: Any = None
+
+
+class SecondStream(NamedTuple):
+    """A second model stream that :func:`generate` runs in the same jitted loop; its
+    next-token logits reach the decoder as ``second_logits`` at every step.
+
+    It is prefilled on its own prompt, then fed the tokens the main stream emits (as
+    transformers' unbatched CFG feeds its negative prompt). Fields left None are the main
+    stream's:
+
+    * classifier-free guidance with a negative prompt: ``SecondStream(prompt_tokens=negative)``
+      (transformers' unconditional default is the prompt's last token alone);
+    * contrastive decoding with an amateur model: ``SecondStream(step=amateur_step,
+      params=amateur_params, cache=amateur_cache)``, e.g. the bundled model cut to its first
+      layers (:func:`simplex_decode.models.truncate`).
+
+    DoLa needs no second stream: a step that returns ``(logits, cache, early_logits)``
+    (``make_step(config, early_exit_layers=...)``) feeds its third output instead.
+
+    Attributes:
+      prompt_tokens / prompt_lengths: the second prompts (one per main prompt; a list of
+        any lengths, or a right-padded array with lengths), as for :func:`generate`.
+      step / params / cache: the second model's step function, parameters and cache factory.
+    """
+
+    prompt_tokens: Any = None
+    prompt_lengths: Any = None
+    step: Callable | None = None
+    params: Any = None
+    cache: Callable | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -129,50 +166,70 @@ def _run_callback(cid, t, tokens, done):
 @functools.partial(
     jax.jit,
     static_argnames=("step", "cache_fn", "max_new_tokens", "eos_ids", "num_samples", "pad_id", "diagnostics",
-                     "stream", "squeeze"),
+                     "stream", "squeeze", "second_step", "second_cache_fn", "has_second"),
 )
-def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, *, step, cache_fn, max_new_tokens, eos_ids,
-                  num_samples, pad_id, diagnostics, stream, squeeze):
+def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, state, second_params, second_prompt,
+                  second_lengths, *, step, cache_fn, max_new_tokens, eos_ids, num_samples, pad_id, diagnostics,
+                  stream, squeeze, second_step, second_cache_fn, has_second):
     B, P = prompt.shape
     K = num_samples
     N = B * K
     max_len = P + max_new_tokens
-    last, cache = prefill(step, params, prompt, lengths, cache_fn, max_len)
+    last, cache, aux = prefill(step, params, prompt, lengths, cache_fn, max_len)
     cache = repeat_rows(cache, batch_axes(cache_fn, max_len), K)
     logits = jnp.repeat(last, K, axis=0)
+    V = logits.shape[-1]
+    second, second_cache, second_run = (None if aux is None else jnp.repeat(aux, K, axis=0)), None, None
+    if has_second:
+        if aux is not None:
+            raise ValueError("second: the step already returns second logits (its third output); pass second=None")
+        max_len2 = second_prompt.shape[1] + max_new_tokens
+        last2, second_cache, _ = prefill(second_step, second_params, second_prompt, second_lengths,
+                                         second_cache_fn, max_len2)
+        if last2.shape[-1] != V:
+            raise ValueError(f"second: its logits have {last2.shape[-1]} entries, the main stream's {V}: the "
+                             "two models must share the vocabulary")
+        second_cache = repeat_rows(second_cache, batch_axes(second_cache_fn, max_len2), K)
+        second = jnp.repeat(last2, K, axis=0)
+        second_run = SecondRun(second_step, second_params, jnp.repeat(second_lengths, K))
     # keys: prompt b, sample k -> fold_in(key_b, k); step t -> fold_in(., t)
     row_keys = jax.vmap(lambda kb: fold_keys(jnp.broadcast_to(kb, (K,) + kb.shape), jnp.arange(K)))(keys)
     row_keys = row_keys.reshape((N,) + row_keys.shape[2:])
     names = ("entropy", "support_size", "kl_to_model", "model_entropy") if diagnostics else ()
+    if state is None:
+        state = decoder.init((B, K))
+    elif squeeze:  # the caller's state has batch shape (B,)
+        state = jax.tree.map(lambda x: x[:, None], state)
 
-    def select(t, logits, cache, pos, hist, hmask, dstate):
-        V = logits.shape[-1]
+    def select(t, logits, second, cache, pos, hist, hmask, active, state):
+        step_keys = fold_keys(row_keys, t)
+        step_keys = step_keys.reshape((B, K) + step_keys.shape[1:])
         sol = decoder.solve(
-            logits.reshape(B, K, V), state=dstate, history=hist.reshape(B, K, -1), history_mask=hmask.reshape(B, K, -1)
+            logits.reshape(B, K, V), history=hist.reshape(B, K, -1), history_mask=hmask.reshape(B, K, -1),
+            second_logits=None if second is None else second.reshape((B, K) + second.shape[1:]),
+            key=step_keys, state=state,
         )
         raise_on_bad_rows(sol.status)
         ok = sol.status == Status.OK
-        step_keys = fold_keys(row_keys, t)
-        ids = sample_from_probs(step_keys.reshape((B, K) + step_keys.shape[1:]), sol.q, valid=ok)
+        ids = sample_from_probs(step_keys, sol.q, valid=ok)
+        state = decoder.update(state, sol.q, ids, valid=active.reshape(B, K))
         q = sol.q.reshape(N, V)
         ids = ids.reshape(N)
         ex = step_diagnostics(q, logits) if diagnostics else {}
-        return ids, take_ids(safe_log(q), ids), sol.status.reshape(N), ex
-
-    def advance(dstate, tok, emit):
-        return decoder.update(dstate, jnp.where(emit, tok, -1).reshape(B, K))
+        return ids, take_ids(safe_log(q), ids), sol.status.reshape(N), ex, state
 
     out, finished = decode_loop(
         step, params, cache, logits, jnp.repeat(prompt, K, axis=0), jnp.repeat(lengths, K, axis=0), select,
         max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id, extras=names,
         callback=(_run_callback, (callback_id,)) if stream else None, callback_shape=(B,) if squeeze else (B, K),
-        dstate=decoder.init((B, K)), advance=advance,
+        second=second, second_run=second_run, second_cache=second_cache, carry=state,
     )
-    # rows cut at max_new_tokens: a constraint whose match is unfinished says so
-    ended = decoder.objective.end_status(out.dstate, (B, K)).reshape(N)
+    # rows cut at max_new_tokens: a stateful rule may object (a Constraint's unfinished match)
+    ended = decoder.objective.end_status(out.carry, (B, K)).reshape(N)
     status = jnp.where(~out.done & (out.status == Status.OK), ended, out.status)
     shape = (B,) if squeeze else (B, K)
     r = lambda x: x.reshape(shape + x.shape[1:])  # noqa: E731
+    final_state = jax.tree.map(lambda x: x[:, 0], out.carry) if squeeze else out.carry
     return GenerateResult(
         tokens=r(out.tokens),
         lengths=r(out.n_gen),
@@ -181,18 +238,61 @@ def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, *, step, 
         model_logprobs=r(out.logp),
         status=r(status),
         diagnostics={k: r(v) for k, v in out.extras.items()} if diagnostics else None,
-        state=jax.tree.map(lambda x: x.reshape(shape + x.shape[2:]), out.dstate),
+        state=final_state,
     )
 
 
 def _check_constraint_eos(decoder, eos_ids, eos_id):
-    need = decoder.objective.eos_ids if hasattr(decoder, "objective") else ()
-    missing = [i for i in need if i not in eos_ids]
-    if missing:
+    """A decoder whose support rule ends sequences with EOS ids (a Constraint) needs the loop
+    to stop on them."""
+    need = decoder.objective.eos_ids
+    if any(i not in eos_ids for i in need):
         raise ValueError(
             f"eos_id: the decoder's constraint ends its output with token id(s) {list(need)}, so generation "
             f"must stop on them; got eos_id={eos_id!r}"
         )
+
+
+def _check_state(decoder, state, batch_shape):
+    """The caller's initial decoder state, checked against ``decoder.init(batch_shape)``."""
+    if state is None:
+        return None
+    want = jax.eval_shape(lambda: decoder.init(batch_shape))
+    got_def, want_def = jax.tree.structure(state), jax.tree.structure(want)
+    shapes = [jnp.shape(x) for x in jax.tree.leaves(state)]
+    if got_def != want_def or shapes != [x.shape for x in jax.tree.leaves(want)]:
+        raise ValueError(
+            f"state: must be the decoder's state for batch shape {batch_shape} (decoder.init({batch_shape}), or "
+            f"a previous GenerateResult.state), got structure {got_def} with leaf shapes {shapes}"
+        )
+    return jax.tree.map(jnp.asarray, state)
+
+
+def _second_stream(second, step_s, cache_s, params, prompt, lengths, pad_id):
+    """(traced args, static args) of ``_generate_jit`` for the second stream."""
+    if second is None:
+        return (None, None, None), dict(second_step=None, second_cache_fn=None, has_second=False)
+    if not isinstance(second, SecondStream):
+        raise ValueError(f"second: must be None or a simplex_decode.SecondStream, got {type(second).__name__}")
+    if second.prompt_tokens is None and second.step is None and second.params is None:
+        raise ValueError(
+            "second: give it a prompt (SecondStream(prompt_tokens=...), e.g. CFG's negative prompt), a step "
+            "or params (an amateur model); with none, it would repeat the main stream"
+        )
+    if second.prompt_tokens is None:
+        if second.prompt_lengths is not None:
+            raise ValueError("second: prompt_lengths without prompt_tokens")
+        prompt2, lengths2 = prompt, lengths
+    else:
+        prompt2, lengths2 = parse_prompts(second.prompt_tokens, second.prompt_lengths, pad_id)
+        if prompt2.shape[0] != prompt.shape[0]:
+            raise ValueError(
+                f"second: needs one prompt per main prompt ({prompt.shape[0]}), got {prompt2.shape[0]}"
+            )
+    step2 = step_s if second.step is None else check_step(second.step)
+    cache2 = cache_s if second.cache is None else check_cache(second.cache)
+    params2 = params if second.params is None else second.params
+    return (params2, prompt2, lengths2), dict(second_step=step2, second_cache_fn=cache2, has_second=True)
 
 
 def generate(
@@ -210,6 +310,8 @@ def generate(
     prompt_lengths: Any = None,
     return_diagnostics: bool = False,
     callback: Callable | None = None,
+    second: SecondStream | None = None,
+    state: Any = None,
 ) -> GenerateResult:
     """Generate up to ``max_new_tokens`` tokens per prompt with ``decoder``, in one jitted call.
 
@@ -253,6 +355,14 @@ def generate(
         (``pad_id`` for finished rows). A new callback does not recompile; with one,
         :func:`generate` returns only after the last call (without one it returns at once,
         asynchronously). Each call is a host round trip: leave it None for throughput.
+      second: a :class:`SecondStream` (a negative prompt for CFG, an amateur model for
+        contrastive decoding) run in the same loop; its logits are the decoder's
+        ``second_logits``. A step returning ``(logits, cache, second_logits)`` (DoLa's early
+        layers) feeds them without one.
+      state: the decoder's initial state (batch shape ``(B,)``, or ``(B, K)`` with
+        ``num_samples``; default ``decoder.init``), e.g. a previous result's ``state``. Each
+        row and sample carries its own state through the loop (mirostat's μ); it is a traced
+        value: new values do not recompile.
 
     Returns:
       A :class:`GenerateResult`. Invalid logits never give NaN or a silent fallback: the row
@@ -283,12 +393,14 @@ def generate(
         raise ValueError(f"callback: must be None or a callable (t, tokens, done), got {callback!r}")
     prompt, lengths = parse_prompts(prompt_tokens, prompt_lengths, pad_id)
     keys = prompt_keys(key, prompt.shape[0])
+    state = _check_state(decoder, state, (prompt.shape[0],) if squeeze else (prompt.shape[0], num_samples))
+    second_args, second_static = _second_stream(second, step_s, cache_s, params, prompt, lengths, pad_id)
     cid = next(_CALLBACK_IDS) if callback is not None else 0
     run = functools.partial(
-        _generate_jit, params, prompt, lengths, decoder, keys, jnp.int32(cid % 2**31),
+        _generate_jit, params, prompt, lengths, decoder, keys, jnp.int32(cid % 2**31), state, *second_args,
         step=step_s, cache_fn=cache_s, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
         num_samples=num_samples, pad_id=pad_id, diagnostics=bool(return_diagnostics),
-        stream=callback is not None, squeeze=squeeze,
+        stream=callback is not None, squeeze=squeeze, **second_static,
     )
     if callback is None:
         return run()

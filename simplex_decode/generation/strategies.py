@@ -125,7 +125,7 @@ def _beam_jit(params, prompt, lengths, constraint, *, step, cache_fn, beam_width
     B, P = prompt.shape
     W, T = beam_width, max_new_tokens
     max_len = P + T
-    last, cache = prefill(step, params, prompt, lengths, cache_fn, max_len)
+    last, cache, _ = prefill(step, params, prompt, lengths, cache_fn, max_len)
     axes = batch_axes(cache_fn, max_len)
     cache = repeat_rows(cache, axes, W)
     V = last.shape[-1]
@@ -158,7 +158,7 @@ def _beam_jit(params, prompt, lengths, constraint, *, step, cache_fn, beam_width
         new_tok = jnp.take_along_axis(tok, ai, axis=1).reshape(B * W)
         cstate = s.cstate
         if constraint is not None:
-            cstate = constraint.update_state(jnp.take_along_axis(s.cstate, parent, axis=1), new_tok.reshape(B, W))
+            cstate = constraint.update_state(jnp.take_along_axis(s.cstate, parent, axis=1), new_tok.reshape(B, W), None)
         n_fin = jnp.sum(fs > neg, axis=1)
         full = n_fin == W
         if early_stopping:
@@ -173,7 +173,8 @@ def _beam_jit(params, prompt, lengths, constraint, *, step, cache_fn, beam_width
 
         def advance(c):
             c = take_rows(c, axes, rows)
-            return model_step(step, params, new_tok, c, pos0 + s.t)
+            logits, c, _ = model_step(step, params, new_tok, c, pos0 + s.t)
+            return logits, c
 
         logits, cache = lax.cond(more, advance, lambda c: (s.logits, c), s.cache)
         return _Beams(s.t + 1, logits, cache, alive_tok, a_v, fin_tok, fs, fin_lp, fin_len, done, cstate)
@@ -307,12 +308,12 @@ def _lookahead_jit(params, prompt, lengths, *, step, cache_fn, depth, num_candid
     B, P = prompt.shape
     c = num_candidates
     max_len = P + max_new_tokens + depth
-    last, cache = prefill(step, params, prompt, lengths, cache_fn, max_len)
+    last, cache, _ = prefill(step, params, prompt, lengths, cache_fn, max_len)
     axes = batch_axes(cache_fn, max_len)
     if c > last.shape[-1]:
         raise ValueError(f"num_candidates: must be <= the vocabulary size {last.shape[-1]}, got {c}")
 
-    def select(t, logits, cache, pos, hist, hmask):
+    def select(t, logits, second, cache, pos, hist, hmask, active, threaded):
         logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         first_lp, cand = lax.top_k(logp, c)  # (B, c), best first, lowest id on ties
         score = first_lp.reshape(B * c)
@@ -322,7 +323,7 @@ def _lookahead_jit(params, prompt, lengths, *, step, cache_fn, depth, num_candid
 
         def roll(i, carry):
             score, tokens, alive, bc = carry
-            lg, bc = model_step(step, params, tokens, bc, jnp.where(alive, branch_pos + i, -1))
+            lg, bc, _ = model_step(step, params, tokens, bc, jnp.where(alive, branch_pos + i, -1))
             lp = jax.nn.log_softmax(lg.astype(jnp.float32), axis=-1)
             g = jnp.argmax(lp, axis=-1).astype(jnp.int32)
             score = score + jnp.where(alive, jnp.max(lp, axis=-1), 0.0)
@@ -334,7 +335,7 @@ def _lookahead_jit(params, prompt, lengths, *, step, cache_fn, depth, num_candid
         best = jnp.argmax(score, axis=-1)  # ties: the candidate the model ranks higher
         ids = jnp.take_along_axis(cand, best[:, None], axis=1)[:, 0]
         joint = jnp.take_along_axis(score, best[:, None], axis=1)[:, 0]
-        return ids, jnp.zeros((B,), jnp.float32), _nonfinite_status(logits), {"lookahead_score": joint}
+        return ids, jnp.zeros((B,), jnp.float32), _nonfinite_status(logits), {"lookahead_score": joint}, threaded
 
     out, finished = decode_loop(
         step, params, cache, last, prompt, lengths, select, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
@@ -440,18 +441,18 @@ def _cot_jit(params, prompt, lengths, *, step, cache_fn, num_branches, max_new_t
     B, P = prompt.shape
     k = num_branches
     max_len = P + max_new_tokens
-    last, cache = prefill(step, params, prompt, lengths, cache_fn, max_len)
+    last, cache, _ = prefill(step, params, prompt, lengths, cache_fn, max_len)
     if k > last.shape[-1]:
         raise ValueError(f"num_branches: must be <= the vocabulary size {last.shape[-1]}, got {k}")
     cache = repeat_rows(cache, batch_axes(cache_fn, max_len), k)
     _, first = lax.top_k(last.astype(jnp.float32), k)
     first = first.reshape(B * k).astype(jnp.int32)
 
-    def select(t, logits, cache, pos, hist, hmask):
+    def select(t, logits, second, cache, pos, hist, hmask, active, threaded):
         p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         top2 = lax.top_k(p, 2)[0]
         ids = jnp.where(t == 0, first, jnp.argmax(p, axis=-1).astype(jnp.int32))
-        return ids, jnp.zeros(ids.shape, jnp.float32), _nonfinite_status(logits), {"margin": top2[:, 0] - top2[:, 1]}
+        return ids, jnp.zeros(ids.shape, jnp.float32), _nonfinite_status(logits), {"margin": top2[:, 0] - top2[:, 1]}, threaded
 
     out, _ = decode_loop(
         step, params, cache, jnp.repeat(last, k, axis=0), jnp.repeat(prompt, k, axis=0),

@@ -14,11 +14,13 @@ from .llama import (
     LlamaConfig,
     Params,
     StepFn,
+    dola_layers,
     forward,
     init_cache,
     init_random_params,
     make_step,
     positions_from_mask,
+    truncate,
 )
 from .tokenizer import CHATML_TEMPLATE, GGUFTokenizer
 
@@ -30,6 +32,7 @@ __all__ = [
     "Params",
     "StepFn",
     "default_model_path",
+    "dola_layers",
     "forward",
     "init_cache",
     "init_random_params",
@@ -37,4 +40,5 @@ __all__ = [
     "load_gguf_config",
     "make_step",
     "positions_from_mask",
+    "truncate",
 ]

@@ -69,6 +69,8 @@ __all__ = [
     "forward",
     "make_step",
     "positions_from_mask",
+    "dola_layers",
+    "truncate",
 ]
 
 Params = dict[str, Any]
@@ -406,7 +408,9 @@ def forward(
     tokens: jax.Array,
     cache: KVCache,
     positions: jax.Array,
-) -> tuple[jax.Array, KVCache]:
+    early_exit_layers: tuple[int, ...] = (),
+    early_exit_norm: bool = False,
+) -> tuple[jax.Array, KVCache] | tuple[jax.Array, KVCache, jax.Array]:
     """Run the model on ``tokens`` at ``positions``, reading and updating ``cache``.
 
     This is the un-jitted step with ``config`` as first argument; most callers
@@ -415,6 +419,10 @@ def forward(
     ``positions[b, t]``; positions ``>= max_len`` are dropped (not written), so
     keep positions below ``max_len`` (:func:`make_step` checks this for host
     arrays; inside ``jit`` it cannot).
+
+    ``early_exit_layers`` (static, see :func:`make_step`): also return the LM head
+    applied to those layers' hidden states, ``(B, T, J, vocab_size)`` float32, as a
+    third output.
 
     Example::
 
@@ -467,20 +475,96 @@ def forward(
         x = x + attn @ lp["wo"]
         h = _rms_norm(x, lp["mlp_norm"], c.rms_norm_eps)
         x = x + (jax.nn.silu(h @ lp["w_gate"]) * (h @ lp["w_up"])) @ lp["w_down"]
-        return (x, k_all, v_all), None
+        return (x, k_all, v_all), (x if early_exit_layers else None)
 
+    x0 = x
     layer_ids = jnp.arange(c.num_layers, dtype=jnp.int32)
-    (x, k_all, v_all), _ = jax.lax.scan(layer, (x, cache.k, cache.v), (params["layers"], layer_ids))
+    (x, k_all, v_all), hidden = jax.lax.scan(layer, (x, cache.k, cache.v), (params["layers"], layer_ids))
+
+    def lm_head(h):
+        if c.tie_word_embeddings:
+            return jnp.einsum("...d,vd->...v", h, embed, preferred_element_type=jnp.float32)
+        return jnp.einsum("...d,dv->...v", h, params["lm_head"], preferred_element_type=jnp.float32)
 
     x = _rms_norm(x, params["final_norm"], c.rms_norm_eps)
-    if c.tie_word_embeddings:
-        logits = jnp.einsum("btd,vd->btv", x, embed, preferred_element_type=jnp.float32)
-    else:
-        logits = jnp.einsum("btd,dv->btv", x, params["lm_head"], preferred_element_type=jnp.float32)
-    return logits.astype(jnp.float32), KVCache(k_all, v_all, new_pos)
+    logits = lm_head(x).astype(jnp.float32)
+    new_cache = KVCache(k_all, v_all, new_pos)
+    if not early_exit_layers:
+        return logits, new_cache
+    # hidden state j: the embedding output (j = 0) or the output of layer j (transformers'
+    # hidden_states[j]), before the final norm unless early_exit_norm
+    states = jnp.concatenate([x0[None], hidden], axis=0)[jnp.asarray(early_exit_layers)]  # (J, B, T, D)
+    if early_exit_norm:
+        states = _rms_norm(states, params["final_norm"], c.rms_norm_eps)
+    early = jnp.moveaxis(lm_head(states), 0, 2).astype(jnp.float32)  # (B, T, J, V)
+    return logits, new_cache, early
 
 
-def make_step(config: LlamaConfig, *, jit: bool = True, donate_cache: bool = False) -> StepFn:
+def _check_layers(config: LlamaConfig, layers, name: str) -> tuple[int, ...]:
+    layers = tuple(layers)
+    n = config.num_layers
+    bad = [i for i in layers if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n]
+    if bad or not layers:
+        raise ValueError(
+            f"{name}: layer indices must be integers in [0, num_layers - 1 = {n - 1}] (0: the embedding "
+            f"output, j: the output of layer j; the final layer {n} is the model's own logits), got {list(layers)}"
+        )
+    return tuple(int(i) for i in layers)
+
+
+def dola_layers(config: LlamaConfig, layers: str | Any = "high") -> tuple[int, ...]:
+    """DoLa's candidate premature layers, transformers' ``dola_layers`` rule.
+
+    ``"low"`` / ``"high"``: every second layer of the lower / upper half of the model
+    (``range(start, N // 2, 2)`` / ``range(N // 2, N, 2)``, the first / last 20 layers for
+    ``N > 40``), starting at layer 2 for models with tied embeddings (the embedding layer's
+    early exit would be the identity); or a list of layer indices, each in ``[0, N − 1]``
+    (transformers silently drops indices ``≥ N``; here they are an error).
+
+    Example::
+
+        >>> cfg = LlamaConfig(vocab_size=8, hidden_size=8, intermediate_size=16,
+        ...                   num_layers=30, num_heads=2, num_kv_heads=1)
+        >>> dola_layers(cfg, "high"), dola_layers(cfg, "low")[:3]
+        ((15, 17, 19, 21, 23, 25, 27, 29), (2, 4, 6))
+    """
+    n = config.num_layers
+    if isinstance(layers, str):
+        start = 0 if not config.tie_word_embeddings else (2 if n > 2 else (1 if n == 2 else 0))
+        if layers == "low":
+            if start == n // 2:
+                return (start,)
+            return tuple(range(start, n // 2, 2) if n <= 40 else range(start, 20, 2))
+        if layers == "high":
+            return tuple(range(n // 2, n, 2) if n <= 40 else range(n - 20, n, 2))
+        raise ValueError(f"dola_layers: `layers` must be 'low', 'high' or a list of layer indices, got {layers!r}")
+    return _check_layers(config, layers, "dola_layers")
+
+
+def truncate(config: LlamaConfig, params: Params, num_layers: int) -> tuple[LlamaConfig, Params]:
+    """The model cut to its first ``num_layers`` layers (same embedding, final norm and LM
+    head): e.g. an "amateur" for contrastive decoding. The parameters are slices (no copy
+    of the kept layers' values is made until they are used).
+
+    Example::
+
+        >>> cfg = LlamaConfig(vocab_size=8, hidden_size=8, intermediate_size=16,
+        ...                   num_layers=4, num_heads=2, num_kv_heads=1)
+        >>> small, p = truncate(cfg, init_random_params(cfg, jax.random.PRNGKey(0)), 1)
+        >>> small.num_layers, p["layers"]["wq"].shape
+        (1, (1, 8, 8))
+    """
+    if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or not (
+            1 <= num_layers <= config.num_layers):
+        raise ValueError(f"truncate: `num_layers` must be an integer in [1, {config.num_layers}], got {num_layers!r}")
+    small = dataclasses.replace(config, num_layers=int(num_layers))
+    out = dict(params)
+    out["layers"] = jax.tree.map(lambda x: x[:num_layers], params["layers"])
+    return small, out
+
+
+def make_step(config: LlamaConfig, *, jit: bool = True, donate_cache: bool = False,
+              early_exit_layers: Any = None, early_exit_norm: bool = False) -> StepFn:
     """Return ``step(params, tokens, cache, positions) -> (logits, cache)`` for ``config``.
 
     Args:
@@ -489,6 +573,15 @@ def make_step(config: LlamaConfig, *, jit: bool = True, donate_cache: bool = Fal
             ``(B, T, max_len)`` shape).
         donate_cache: donate the input cache buffers to the output (saves a
             cache-sized copy per call; the cache passed in must not be reused).
+        early_exit_layers: None, or layer indices ``j`` in ``[0, num_layers − 1]``
+            (:func:`dola_layers`): the step then returns ``(logits, cache, early)`` with
+            ``early`` the LM head applied to those layers' hidden states, ``(B, T, J, V)``
+            (j = 0: the embedding output; j: the output of layer j) — DoLa's candidate
+            premature layers, which :func:`simplex_decode.generate` hands to the decoder as
+            ``second_logits``.
+        early_exit_norm: apply the final RMSNorm before the LM head on those layers.
+            False (default) is transformers' DoLa, which applies the LM head to the
+            raw hidden states (``lm_head(hidden_states[j])``).
 
     The returned function validates shapes (``T > max_len`` raises a
     ``ValueError`` naming ``max_len``) and, when ``positions`` is a host array
@@ -506,11 +599,12 @@ def make_step(config: LlamaConfig, *, jit: bool = True, donate_cache: bool = Fal
         >>> cache.pos.tolist()
         [[0, 1, -1, -1]]
     """
-    fn = functools.partial(forward, config)
+    layers = () if early_exit_layers is None else _check_layers(config, early_exit_layers, "early_exit_layers")
+    fn = functools.partial(forward, config, early_exit_layers=layers, early_exit_norm=bool(early_exit_norm))
     if jit:
         fn = jax.jit(fn, donate_argnums=(2,) if donate_cache else ())
 
-    def step(params: Params, tokens: Any, cache: KVCache, positions: Any) -> tuple[jax.Array, KVCache]:
+    def step(params: Params, tokens: Any, cache: KVCache, positions: Any):
         if not isinstance(cache, KVCache):
             raise TypeError(f"cache must be a KVCache from init_cache(), got {type(cache).__name__}")
         _check_host_positions(positions, cache.max_len)

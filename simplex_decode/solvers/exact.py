@@ -68,7 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._pytree import check_range, per_row, pytree_dataclass, require, static_field
+from .._pytree import param, per_row, pytree_dataclass, require
 from .._window import choose, take_blocks
 from ..terms import gather_coord_data
 from .base import Solver
@@ -739,19 +739,10 @@ class Exact(Solver):
       (True, 1.0)
     """
 
-    max_steps: int = static_field(64)
-    tol: Any = static_field(None)
-    inner_steps: int = static_field(32)
-    certificate: bool = static_field(False)
-
-    def __post_init__(self):
-        check_range("Exact", "max_steps", self.max_steps, lo=1, integer=True)
-        check_range("Exact", "inner_steps", self.inner_steps, lo=1, integer=True)
-        if self.tol is not None:
-            check_range("Exact", "tol", self.tol, lo=0.0, lo_open=True)
-            object.__setattr__(self, "tol", float(self.tol))
-        object.__setattr__(self, "max_steps", int(self.max_steps))
-        object.__setattr__(self, "inner_steps", int(self.inner_steps))
+    max_steps: int = param(64, lo=1, integer=True, static=True, doc="bound on the outer iterations")
+    tol: Any = param(None, lo=0.0, lo_open=True, static=True, optional=True, doc="None: 8·eps of the dtype")
+    inner_steps: int = param(32, lo=1, integer=True, static=True, doc="bound on the inner Newton steps")
+    certificate: bool = param(False, boolean=True, static=True, doc="also return the KKT residual and gap")
 
     def __call__(self, objective, problem):
         if not objective.separable:

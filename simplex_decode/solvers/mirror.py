@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .._pytree import check_range, per_row, pytree_dataclass, set_field, static_field
+from .._pytree import param, per_row, pytree_dataclass
 from ..terms import Term
 from .base import Solver
 from .closed_form import greedy_where
@@ -132,6 +132,14 @@ def _finish(q, it, conv, weights, problem):
     return q, {"iterations": jnp.where(zero[..., 0], 0, it), "converged": conv | zero[..., 0]}
 
 
+def _steps(default):
+    return param(default, lo=1, integer=True, static=True, doc="the number of steps J")
+
+
+def _tol():
+    return param(None, lo=0.0, lo_open=True, static=True, optional=True, doc="None: exactly `steps` steps")
+
+
 @pytree_dataclass
 class Mirror(Solver):
     """Entropic mirror ascent, the paper's Algorithm 1.
@@ -159,18 +167,9 @@ class Mirror(Solver):
       0.9399
     """
 
-    steps: int = static_field(5)
-    step_size: Any = 1.0
-    tol: Any = static_field(None)
-
-    def __post_init__(self):
-        check_range("Mirror", "steps", self.steps, lo=1, integer=True)
-        set_field(self, "steps", int(self.steps))
-        if self.step_size is not None:
-            set_field(self, "step_size", check_range("Mirror", "step_size", self.step_size, lo=0.0, lo_open=True))
-        if self.tol is not None:
-            check_range("Mirror", "tol", self.tol, lo=0.0, lo_open=True)
-            set_field(self, "tol", float(self.tol))
+    steps: int = _steps(5)
+    step_size: Any = param(1.0, lo=0.0, lo_open=True, optional=True, doc="η > 0, or None: 1/Σ c_j per row")
+    tol: Any = _tol()
 
     def __call__(self, objective, problem):
         _check_terms(objective, "Mirror")
@@ -239,19 +238,9 @@ class ProjectedGradient(Solver):
       [0.75, 0.25, 0.0]
     """
 
-    steps: int = static_field(100)
-    step_size: Any = 0.1
-    tol: Any = static_field(None)
-
-    def __post_init__(self):
-        check_range("ProjectedGradient", "steps", self.steps, lo=1, integer=True)
-        set_field(self, "steps", int(self.steps))
-        set_field(
-            self, "step_size", check_range("ProjectedGradient", "step_size", self.step_size, lo=0.0, lo_open=True)
-        )
-        if self.tol is not None:
-            check_range("ProjectedGradient", "tol", self.tol, lo=0.0, lo_open=True)
-            set_field(self, "tol", float(self.tol))
+    steps: int = _steps(100)
+    step_size: Any = param(0.1, lo=0.0, lo_open=True, doc="η > 0")
+    tol: Any = _tol()
 
     def __call__(self, objective, problem):
         _check_terms(objective, "ProjectedGradient")
