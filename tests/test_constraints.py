@@ -317,10 +317,15 @@ DECODERS = {
     "best_of_k": lambda: sd.best_of_k(k=4, lam=0.5, beta=0.5, top_m=3),
     "best_of_k_model_weights": lambda: sd.best_of_k(k=4, lam=0.5, beta=0.5, weights="model"),
     "best_of_k_mirror": lambda: sd.best_of_k(k=4, lam=0.5, beta=0.5, top_m=3, solver="mirror"),
+    "mirostat": lambda: sd.mirostat(tau=2.0),  # its own state next to the Constraint's
 }
+#: in CI: one of each kind (argmax, a truncation, a stateful cut, Best-of-K's coverage); the rest: pytest -m slow
+_CI_DECODERS = ("greedy", "top_p", "min_p", "best_of_k", "mirostat")
 
 
-@pytest.mark.parametrize("name", list(DECODERS))
+@pytest.mark.parametrize(
+    "name", [n if n in _CI_DECODERS else pytest.param(n, marks=pytest.mark.slow) for n in DECODERS]
+)
 def test_constrained_decoder_equals_decoder_on_masked_logits(toy, name):
     """constrain(d, c).probs(logits, state) == d.probs(logits with disallowed = -inf): the
     nucleus, min-p's threshold, BoK's top_m coverage and p are all taken among allowed tokens."""

@@ -157,6 +157,7 @@ def test_beam_search_flags_unfinished_matches(toy):
     assert not np.any(np.asarray(out.finished)) and np.all(np.asarray(out.status) == sd.Status.CONSTRAINT_INCOMPLETE)
 
 
+@pytest.mark.slow  # two more loop compilations; the host path's masks and states are checked in CI (test_constraints)
 def test_host_path_generates_the_same_tokens(toy):
     voc, table, _, _, _ = toy
     a_dev, a_host = regex(PATTERN_B, voc), regex(PATTERN_B, voc, max_table_bytes=0)
@@ -227,6 +228,12 @@ def test_cli_regex_and_json_schema(tiny_cli_model, tmp_path, capsys):
     # no '[', ']' or ',' in this vocabulary: the schema's language is empty here, said before generating
     assert cli.main(["generate", "--prompt", "n", "--json-schema", str(schema)]) == 2
     assert "--json-schema: json_schema " in capsys.readouterr().err
+
+
+@pytest.mark.slow  # one more compilation of the loop; the option's parsing is covered above
+def test_cli_json_schema_generates(tiny_cli_model, tmp_path, capsys):
+    cli = tiny_cli_model
+    schema = tmp_path / "schema.json"
     schema.write_text(json.dumps({"type": "integer"}))
     assert cli.main(["generate", "--prompt", "n", "--json-schema", str(schema), "--max-new-tokens", "8"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out), int)
