@@ -18,6 +18,8 @@ pattern match found inside its text). Results: ``experiments/results/structured.
 
     nice -n 10 python experiments/structured.py               # the full run (n = 50)
     python experiments/structured.py --n 4 --out /tmp/smoke   # a smoke run
+    nice -n 10 python experiments/structured.py --merge --cases iso_date email signed_decimal
+        # add (or redo) some cases in the committed results, keeping the others' runs
 """
 
 from __future__ import annotations
@@ -118,7 +120,14 @@ def main():
                     help="decoders also run unconstrained, as the ablation (default: top_p; none: skip)")
     ap.add_argument("--cases", nargs="+", default=[*SCHEMAS, *PATTERNS], help="a subset of the cases")
     ap.add_argument("--decoders", nargs="+", default=list(DECODERS), help=f"a subset of {list(DECODERS)}")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the runs already in --out (same --n and --seed) and add or replace these")
     args = ap.parse_args()
+    old = None
+    if args.merge and Path(args.out).with_suffix(".json").exists():
+        old = json.loads(Path(args.out).with_suffix(".json").read_text())
+        if (old["n"], old["seed"]) != (args.n, args.seed):
+            ap.error(f"--merge: {args.out}.json has n={old['n']}, seed={old['seed']}; run with the same")
 
     config, params, tok = load_gguf()
     step = make_step(config)
@@ -142,6 +151,13 @@ def main():
                "decoders": {k: repr(DECODERS[k]()) for k in args.decoders},
                "max_new_tokens": max_new, "compile_seconds": compile_s,
                "automata": {k: a.stats for k, a in automata.items()}, "runs": {}}
+    if old is not None:  # the other cases' runs and compile records stay; these cases' are redone
+        results["runs"] = {k: v for k, v in old["runs"].items()
+                           if not (k.split("/")[0] in args.decoders and k.split("/")[2] in results["cases"])}
+        results["cases"] = [n for n in [*SCHEMAS, *PATTERNS] if n in results["cases"] or n in old["cases"]]
+        results["decoders"] = {**old["decoders"], **results["decoders"]}
+        for field in ("max_new_tokens", "compile_seconds", "automata"):
+            results[field] = {**old[field], **results[field]}
     for dname in args.decoders:
         make = DECODERS[dname]
         for constrained in (True, False) if dname in args.ablation else (True,):
