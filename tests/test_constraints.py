@@ -413,6 +413,14 @@ def test_empty_language_is_an_error_before_generation(toy):
         json_schema({"enum": []}, toy)
 
 
+def test_traced_which_out_of_range_is_an_invalid_parameter(toy):
+    """A per-row ``which`` known only on device cannot raise: its bad rows get INVALID_PARAMETER
+    (never a clamped index silently following another automaton)."""
+    a, b = regex("[0-2]+", toy), regex("ab", toy)
+    status = jax.jit(lambda w: sd.constrain(sd.top_p(0.9), [a, b], which=w).solve(jnp.zeros((3, 16))).status)
+    assert status(jnp.array([1, 2, 0])).tolist() == [sd.Status.OK, sd.Status.INVALID_PARAMETER, sd.Status.OK]
+
+
 def test_vocabulary_and_token_mismatches(toy):
     a = regex("[0-2]+", toy)
     dec = sd.constrain(sd.top_p(0.9), a)
