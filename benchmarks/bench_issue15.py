@@ -84,10 +84,11 @@ def main(argv=None):
             times = {}
             for name, (dec, opts) in cases(args.L).items():
                 times[name] = run_case(dec, opts, B, V, args.L, bufs)
-                t = times[name]
+                print(f"B={B} V={V} {name}: {times[name] * 1e3:.3f} ms/step", flush=True)
+            # the ratios once both baselines are measured (top_p is the second case)
+            for name, t in times.items():
                 lines.append(f"| {B} | {V} | {name} | {t * 1e3:.3f} | {t / times['temperature']:.2f} | "
                              f"{t / times['top_p']:.2f} |")
-                print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.out:
         with open(args.out, "w") as f:

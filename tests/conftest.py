@@ -91,3 +91,31 @@ def smollm2_model():
 
     config, params, tok = load_gguf()
     return config, params, tok, make_step(config)
+
+
+def check_results_well_formed(results):
+    """An experiment's ``results.json`` is well formed: every number finite, every estimate
+    ``{mean, lo, hi, n}`` ordered ``lo <= mean <= hi`` with ``n >= 1`` (nothing about which
+    decoder wins). Returns the number of estimates checked (> 0)."""
+    import math
+
+    count = 0
+
+    def walk(x, path):
+        nonlocal count
+        if isinstance(x, dict):
+            if {"mean", "lo", "hi", "n"} <= set(x):
+                assert all(math.isfinite(x[k]) for k in ("mean", "lo", "hi")), path
+                assert x["lo"] - 1e-9 <= x["mean"] <= x["hi"] + 1e-9 and x["n"] >= 1, (path, x)
+                count += 1
+            for k, v in x.items():
+                walk(v, f"{path}/{k}")
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                walk(v, f"{path}/{i}")
+        elif isinstance(x, float):
+            assert math.isfinite(x), path
+
+    walk(results, "")
+    assert count > 0, "no estimates in the results"
+    return count

@@ -14,13 +14,17 @@ from .llama import (
     LlamaConfig,
     Params,
     StepFn,
+    decoder_layers,
     dola_layers,
+    embed,
     forward,
+    forward_sequence,
     init_cache,
     init_random_params,
     make_step,
     positions_from_mask,
     truncate,
+    unembed,
 )
 from .tokenizer import CHATML_TEMPLATE, GGUFTokenizer
 
@@ -31,9 +35,12 @@ __all__ = [
     "LlamaConfig",
     "Params",
     "StepFn",
+    "decoder_layers",
     "default_model_path",
     "dola_layers",
+    "embed",
     "forward",
+    "forward_sequence",
     "init_cache",
     "init_random_params",
     "load_gguf",
@@ -41,4 +48,5 @@ __all__ = [
     "make_step",
     "positions_from_mask",
     "truncate",
+    "unembed",
 ]

@@ -67,6 +67,10 @@ __all__ = [
     "init_cache",
     "init_random_params",
     "forward",
+    "forward_sequence",
+    "embed",
+    "decoder_layers",
+    "unembed",
     "make_step",
     "positions_from_mask",
     "dola_layers",
@@ -402,6 +406,116 @@ def _check_host_positions(positions: Any, max_len: int) -> None:
 # --------------------------------------------------------------------------- #
 
 
+def embed(config: LlamaConfig, params: Params, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+    """Token embeddings ``(B, T, D)``; padding tokens (position -1) look up id 0, whatever they hold."""
+    tokens = jnp.asarray(tokens).astype(jnp.int32)
+    positions = jnp.asarray(positions).astype(jnp.int32)
+    return jnp.take(params["embed"], jnp.where(positions >= 0, tokens, 0), axis=0)
+
+
+def decoder_layers(
+    config: LlamaConfig,
+    layers: Params,
+    x: jax.Array,
+    positions: jax.Array,
+    cache: KVCache | None = None,
+    *,
+    rope_freqs: jax.Array | None = None,
+    hidden: bool = False,
+) -> tuple[jax.Array, KVCache | None] | tuple[jax.Array, KVCache | None, jax.Array]:
+    """Run a stack of decoder blocks on hidden states ``x`` ``(B, T, D)`` at ``positions``.
+
+    ``layers`` is a stacked layer pytree (``params["layers"]`` or any slice of it along
+    the leading axis: the number of blocks is that axis' length). With ``cache=None``
+    the tokens attend causally to each other only (a full-sequence forward, as in
+    training: a query at position ``p`` sees the keys of the ``T`` tokens at positions
+    ``<= p``); with a :class:`KVCache` (one slot per block on its layer axis) they also
+    read, and write, the cache as in :func:`forward`. Returns the hidden states after
+    the last block (before the final norm) and the updated cache (None without one);
+    ``hidden=True`` adds a third output, every block's output stacked ``(L, B, T, D)``
+    (transformers' ``hidden_states[1:]``).
+
+    Example::
+
+        >>> cfg = LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16,
+        ...                   num_layers=2, num_heads=2, num_kv_heads=1)
+        >>> p = init_random_params(cfg, jax.random.PRNGKey(0))
+        >>> pos = jnp.arange(3, dtype=jnp.int32)[None]
+        >>> x = embed(cfg, p, jnp.array([[1, 2, 3]]), pos)
+        >>> h, _ = decoder_layers(cfg, p["layers"], x, pos)
+        >>> h.shape
+        (1, 3, 8)
+    """
+    c = config
+    positions = jnp.asarray(positions).astype(jnp.int32)
+    B, T = positions.shape
+    hd, H, K = c.head_dim, c.num_heads, c.num_kv_heads
+    cos, sin = _rope_cos_sin(c, positions, rope_freqs)
+    q_pos = positions[:, :, None]  # (B, T, 1)
+    if cache is None:
+        key_pos = positions[:, None, :]  # (B, 1, T)
+    else:
+        S = cache.max_len
+        # Padding (-1) and out-of-range positions map to index S, which mode="drop" ignores.
+        write_idx = jnp.where((positions >= 0) & (positions < S), positions, S)
+        rows = jnp.arange(B, dtype=jnp.int32)[:, None]
+        new_pos = cache.pos.at[rows, write_idx].set(positions, mode="drop")
+        key_pos = new_pos[:, None, :]  # (B, 1, S)
+    mask = (key_pos >= 0) & (key_pos <= q_pos) & (q_pos >= 0)
+
+    def block(x, lp, kv):
+        h = _rms_norm(x, lp["attn_norm"], c.rms_norm_eps)
+        q = _apply_rope((h @ lp["wq"]).reshape(B, T, H, hd), cos, sin)
+        k = _apply_rope((h @ lp["wk"]).reshape(B, T, K, hd), cos, sin)
+        v = (h @ lp["wv"]).reshape(B, T, K, hd)
+        if kv is not None:
+            k_l, v_l = kv
+            k = k_l.at[rows, write_idx].set(k.astype(k_l.dtype), mode="drop")
+            v = v_l.at[rows, write_idx].set(v.astype(v_l.dtype), mode="drop")
+        attn = _attention(q, k, v, mask, K).astype(x.dtype)
+        x = x + attn @ lp["wo"]
+        h = _rms_norm(x, lp["mlp_norm"], c.rms_norm_eps)
+        x = x + (jax.nn.silu(h @ lp["w_gate"]) * (h @ lp["w_up"])) @ lp["w_down"]
+        return x, (k, v)
+
+    if cache is None:
+        def plain(x, lp):
+            x = block(x, lp, None)[0]
+            return x, (x if hidden else None)
+
+        x, states = jax.lax.scan(plain, x, layers)
+        return (x, None, states) if hidden else (x, None)
+
+    def layer(carry, xs):
+        x, k_all, v_all = carry
+        lp, i = xs
+        k_l = jax.lax.dynamic_index_in_dim(k_all, i, axis=0, keepdims=False)
+        v_l = jax.lax.dynamic_index_in_dim(v_all, i, axis=0, keepdims=False)
+        x, (k_l, v_l) = block(x, lp, (k_l, v_l))
+        k_all = jax.lax.dynamic_update_index_in_dim(k_all, k_l, i, axis=0)
+        v_all = jax.lax.dynamic_update_index_in_dim(v_all, v_l, i, axis=0)
+        return (x, k_all, v_all), (x if hidden else None)
+
+    n_layers = jax.tree_util.tree_leaves(layers)[0].shape[0]
+    layer_ids = jnp.arange(n_layers, dtype=jnp.int32)
+    (x, k_all, v_all), states = jax.lax.scan(layer, (x, cache.k, cache.v), (layers, layer_ids))
+    new_cache = KVCache(k_all, v_all, new_pos)
+    return (x, new_cache, states) if hidden else (x, new_cache)
+
+
+def unembed(config: LlamaConfig, params: Params, x: jax.Array) -> jax.Array:
+    """Final RMSNorm and the LM head (the tied embedding or ``params["lm_head"]``): float32 logits."""
+    return _lm_head(config, params, _rms_norm(x, params["final_norm"], config.rms_norm_eps))
+
+
+def _lm_head(config: LlamaConfig, params: Params, h: jax.Array) -> jax.Array:
+    if config.tie_word_embeddings:
+        logits = jnp.einsum("...d,vd->...v", h, params["embed"], preferred_element_type=jnp.float32)
+    else:
+        logits = jnp.einsum("...d,dv->...v", h, params["lm_head"], preferred_element_type=jnp.float32)
+    return logits.astype(jnp.float32)
+
+
 def forward(
     config: LlamaConfig,
     params: Params,
@@ -418,7 +532,8 @@ def forward(
     arguments. Keys/values of non-padding tokens are scattered into cache slot
     ``positions[b, t]``; positions ``>= max_len`` are dropped (not written), so
     keep positions below ``max_len`` (:func:`make_step` checks this for host
-    arrays; inside ``jit`` it cannot).
+    arrays; inside ``jit`` it cannot). It is :func:`embed`, then
+    :func:`decoder_layers`, then :func:`unembed`.
 
     ``early_exit_layers`` (static, see :func:`make_step`): also return the LM head
     applied to those layers' hidden states, ``(B, T, J, vocab_size)`` float32, as a
@@ -435,69 +550,51 @@ def forward(
         ((1, 2, 16), dtype('float32'))
     """
     _check_step_inputs(config, tokens, cache, positions)
-    c = config
-    tokens = jnp.asarray(tokens).astype(jnp.int32)
     positions = jnp.asarray(positions).astype(jnp.int32)
-    B, T = tokens.shape
-    S = cache.max_len
-    hd, H, K = c.head_dim, c.num_heads, c.num_kv_heads
-
-    # Padding (-1) and out-of-range positions map to index S, which mode="drop" ignores.
-    valid_tok = (positions >= 0) & (positions < S)
-    embed = params["embed"]
-    # Padding rows may hold any id (e.g. -1); look up id 0 for them instead.
-    x = jnp.take(embed, jnp.where(positions >= 0, tokens, 0), axis=0)  # (B, T, D)
-    cos, sin = _rope_cos_sin(c, positions, params.get("rope_freqs"))
-
-    write_idx = jnp.where(valid_tok, positions, S)
-    rows = jnp.arange(B, dtype=jnp.int32)[:, None]
-    new_pos = cache.pos.at[rows, write_idx].set(positions, mode="drop")
-    key_pos = new_pos[:, None, :]  # (B, 1, S)
-    q_pos = positions[:, :, None]  # (B, T, 1)
-    mask = (key_pos >= 0) & (key_pos <= q_pos) & (q_pos >= 0)  # (B, T, S)
-
-    def layer(carry, xs):
-        x, k_all, v_all = carry
-        lp, i = xs
-        h = _rms_norm(x, lp["attn_norm"], c.rms_norm_eps)
-        q = (h @ lp["wq"]).reshape(B, T, H, hd)
-        k = (h @ lp["wk"]).reshape(B, T, K, hd)
-        v = (h @ lp["wv"]).reshape(B, T, K, hd)
-        q = _apply_rope(q, cos, sin)
-        k = _apply_rope(k, cos, sin)
-        k_l = jax.lax.dynamic_index_in_dim(k_all, i, axis=0, keepdims=False)
-        v_l = jax.lax.dynamic_index_in_dim(v_all, i, axis=0, keepdims=False)
-        k_l = k_l.at[rows, write_idx].set(k.astype(k_l.dtype), mode="drop")
-        v_l = v_l.at[rows, write_idx].set(v.astype(v_l.dtype), mode="drop")
-        k_all = jax.lax.dynamic_update_index_in_dim(k_all, k_l, i, axis=0)
-        v_all = jax.lax.dynamic_update_index_in_dim(v_all, v_l, i, axis=0)
-        attn = _attention(q, k_l, v_l, mask, K).astype(x.dtype)
-        x = x + attn @ lp["wo"]
-        h = _rms_norm(x, lp["mlp_norm"], c.rms_norm_eps)
-        x = x + (jax.nn.silu(h @ lp["w_gate"]) * (h @ lp["w_up"])) @ lp["w_down"]
-        return (x, k_all, v_all), (x if early_exit_layers else None)
-
-    x0 = x
-    layer_ids = jnp.arange(c.num_layers, dtype=jnp.int32)
-    (x, k_all, v_all), hidden = jax.lax.scan(layer, (x, cache.k, cache.v), (params["layers"], layer_ids))
-
-    def lm_head(h):
-        if c.tie_word_embeddings:
-            return jnp.einsum("...d,vd->...v", h, embed, preferred_element_type=jnp.float32)
-        return jnp.einsum("...d,dv->...v", h, params["lm_head"], preferred_element_type=jnp.float32)
-
-    x = _rms_norm(x, params["final_norm"], c.rms_norm_eps)
-    logits = lm_head(x).astype(jnp.float32)
-    new_cache = KVCache(k_all, v_all, new_pos)
+    x0 = embed(config, params, tokens, positions)
+    out = decoder_layers(config, params["layers"], x0, positions, cache, rope_freqs=params.get("rope_freqs"),
+                         hidden=bool(early_exit_layers))
+    x, cache = out[:2]
+    logits = unembed(config, params, x)
     if not early_exit_layers:
-        return logits, new_cache
+        return logits, cache
     # hidden state j: the embedding output (j = 0) or the output of layer j (transformers'
     # hidden_states[j]), before the final norm unless early_exit_norm
-    states = jnp.concatenate([x0[None], hidden], axis=0)[jnp.asarray(early_exit_layers)]  # (J, B, T, D)
+    states = jnp.concatenate([x0[None], out[2]], axis=0)[jnp.asarray(early_exit_layers)]  # (J, B, T, D)
     if early_exit_norm:
-        states = _rms_norm(states, params["final_norm"], c.rms_norm_eps)
-    early = jnp.moveaxis(lm_head(states), 0, 2).astype(jnp.float32)  # (B, T, J, V)
-    return logits, new_cache, early
+        states = _rms_norm(states, params["final_norm"], config.rms_norm_eps)
+    early = jnp.moveaxis(_lm_head(config, params, states), 0, 2)  # (B, T, J, V)
+    return logits, cache, early
+
+
+def forward_sequence(config: LlamaConfig, params: Params, tokens: jax.Array, positions: Any = None) -> jax.Array:
+    """Logits ``(B, T, V)`` of a full sequence without a cache (training, scoring).
+
+    Causal over the ``T`` tokens; ``positions`` default to ``0 … T-1`` in every row
+    (``-1`` marks padding, as in :func:`forward`). Equal to :func:`forward` with an empty
+    cache of ``max_len = T``, without writing one.
+
+    Example::
+
+        >>> cfg = LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16,
+        ...                   num_layers=1, num_heads=2, num_kv_heads=1)
+        >>> p = init_random_params(cfg, jax.random.PRNGKey(0))
+        >>> toks = jnp.array([[3, 4, 5]], jnp.int32)
+        >>> cached, _ = forward(cfg, p, toks, init_cache(cfg, 1, 3), jnp.arange(3)[None])
+        >>> bool(jnp.allclose(forward_sequence(cfg, p, toks), cached, atol=1e-5))
+        True
+    """
+    tokens = jnp.asarray(tokens).astype(jnp.int32)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must have shape (batch, T), got shape {tokens.shape}")
+    if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+    positions = jnp.asarray(positions).astype(jnp.int32)
+    if positions.shape != tokens.shape:
+        raise ValueError(f"positions must have the same shape as tokens {tokens.shape}, got {positions.shape}")
+    x = embed(config, params, tokens, positions)
+    x, _ = decoder_layers(config, params["layers"], x, positions, rope_freqs=params.get("rope_freqs"))
+    return unembed(config, params, x)
 
 
 def _check_layers(config: LlamaConfig, layers, name: str) -> tuple[int, ...]:
