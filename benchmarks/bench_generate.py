@@ -65,8 +65,8 @@ def decoders():
     return out
 
 
-def time_generate(step, params, ids, cache, decoder, B, T, repeats):
-    kw = dict(decoder=decoder, key=jax.random.key(0), max_new_tokens=T, cache=cache, num_samples=B)
+def time_generate(step, params, ids, cache, decoder, B, T, repeats, eos_id=None):
+    kw = dict(decoder=decoder, key=jax.random.key(0), max_new_tokens=T, cache=cache, num_samples=B, eos_id=eos_id)
     jax.block_until_ready(sd.generate(step, params, [ids], **kw).tokens)  # compile
     best = np.inf
     for r in range(repeats):
@@ -74,7 +74,7 @@ def time_generate(step, params, ids, cache, decoder, B, T, repeats):
         out = sd.generate(step, params, [ids], **dict(kw, key=jax.random.key(r + 1)))
         jax.block_until_ready(out.tokens)
         best = min(best, time.perf_counter() - t0)
-    assert int(np.asarray(out.lengths).min()) == T
+    assert int(np.asarray(out.lengths).min()) == T, "a row stopped early: the step difference would be wrong"
     return best
 
 

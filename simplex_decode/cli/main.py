@@ -91,6 +91,7 @@ def _cmd_generate(args) -> int:
     except ValueError as e:
         raise CLIError(str(e)) from None
     model = model_loading.load_model(args.model)
+    decoder = _constrain(decoder, args, model)
     ids = model.encode(args.prompt, chat=args.chat, system=args.system)
     check_context(len(ids), args.max_new_tokens, model.context)
     check_fits(decoder, int(model.config.vocab_size), what=args.decoder)
@@ -100,7 +101,7 @@ def _cmd_generate(args) -> int:
         num_samples=args.num_samples, pad_id=model.pad_id,
     )
     tokens, lengths, status = jax.device_get((out.tokens, out.lengths, out.status))
-    if np.any(status != 0):
+    if np.any((status != 0) & (status != _incomplete())):
         raise CLIError("the model produced invalid logits (NaN or +inf); no completion was printed")
     texts = [model.decode(tokens[0, k, : lengths[0, k]]) for k in range(args.num_samples)]
     if args.num_samples == 1:
@@ -109,7 +110,7 @@ def _cmd_generate(args) -> int:
         for k, text in enumerate(texts):
             print(f"--- sample {k + 1}/{args.num_samples} ---")
             print(text)
-    return 0
+    return _report_incomplete(status[0])
 
 
 def _cmd_decoders(args) -> int:
@@ -219,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True, help="the prompt text")
     g.add_argument("--decoder", default="greedy", metavar="SPEC", help=spec_help)
     g.add_argument("--num-samples", type=_positive("--num-samples"), default=1, metavar="K")
+    structured = g.add_mutually_exclusive_group()
+    structured.add_argument("--json-schema", metavar="FILE", help="constrain the output to JSON valid under this schema")
+    structured.add_argument("--regex", metavar="PATTERN", help="constrain the output to a full match of this pattern")
     common(g, chat_default=False)
     g.set_defaults(func=_cmd_generate)
 
@@ -263,6 +267,44 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default="simplex_decode_plot.png", metavar="PATH", help="where to write the PNG")
     pl.set_defaults(func=_cmd_plot)
     return parser
+
+
+# --- structured generation: --json-schema FILE / --regex PATTERN ---
+
+def _incomplete() -> int:
+    from ..status import Status
+
+    return int(Status.CONSTRAINT_INCOMPLETE)
+
+
+def _constrain(decoder, args, model):
+    """The decoder constrained by --json-schema / --regex (compiled against the model's tokenizer)."""
+    if args.json_schema is None and args.regex is None:
+        return decoder
+    try:
+        from .. import constraints
+
+        voc = constraints.Vocabulary.from_tokenizer(model.tokenizer, eos_ids=model.eos_ids,
+                                                   vocab_size=int(model.config.vocab_size))
+        if args.regex is not None:
+            automaton = constraints.regex(args.regex, voc)
+        else:
+            automaton = constraints.json_schema(constraints.compile.read_schema_file(args.json_schema), voc)
+        return constraints.constrain(decoder, automaton)
+    except ImportError as e:
+        raise CLIError(f"{e}") from None
+    except ValueError as e:
+        raise CLIError(f"--{'regex' if args.regex is not None else 'json-schema'}: {e}") from None
+
+
+def _report_incomplete(status) -> int:
+    import numpy as np
+
+    bad = np.nonzero(np.asarray(status).reshape(-1) == _incomplete())[0]
+    for k in bad:
+        print(f"simplex-decode: sample {k + 1} reached --max-new-tokens before its output matched the constraint "
+              "(raise --max-new-tokens)", file=sys.stderr)
+    return 1 if bad.size else 0
 
 
 def main(argv: list[str] | None = None) -> int:
