@@ -29,9 +29,9 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from ._numerics import masked_log_softmax
 from ._pytree import param, per_row, pytree_dataclass
 from .scores import ScoreTransform
-from .stateful import masked_log_softmax
 
 __all__ = ["CFG", "AmateurContrast", "DoLa", "second_log_probs", "js_divergence"]
 

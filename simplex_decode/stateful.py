@@ -24,12 +24,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._numerics import masked_log_softmax
 from ._pytree import param, per_row, pytree_dataclass
 from ._select import argmax, topk_mask
 from .sampling import row_keys
 from .supports import SupportRule
 
-__all__ = ["Stateful", "component_keys", "row_uniform", "masked_log_softmax", "Mirostat", "MirostatState", "XTC"]
+__all__ = ["Stateful", "component_keys", "row_uniform", "Mirostat", "MirostatState", "XTC"]
 
 
 class Stateful:
@@ -65,16 +66,6 @@ def row_uniform(keys, batch_shape, dtype=jnp.float32):
     flat = keys.reshape((-1,) + keys.shape[len(batch_shape):])
     u = jax.vmap(lambda k: jax.random.uniform(k, (), dtype))(flat)
     return u.reshape(batch_shape)
-
-
-def masked_log_softmax(x, mask):
-    """``log softmax(x)`` over ``mask`` (``-inf`` off it; a row with an empty mask is all ``-inf``)."""
-    xm = jnp.where(mask, x, -jnp.inf)
-    m = jnp.max(xm, axis=-1, keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    z = jnp.sum(jnp.where(mask, jnp.exp(xm - m), 0.0), axis=-1, keepdims=True)
-    lse = m + jnp.log(jnp.where(z > 0, z, 1.0))
-    return jnp.where(mask, xm - lse, -jnp.inf)
 
 
 def _from(rule, scores, ctx):
