@@ -1,5 +1,8 @@
-"""Write the reproduction notebooks ``notebooks/repro_*.ipynb`` (then execute them to store
-their outputs).
+"""Write the notebooks: the reproduction notebooks ``notebooks/repro_*.ipynb`` (from the
+specs below) and the research notebooks ``notebooks/<name>.ipynb`` (from the cell sources
+``notebooks/src/<name>.py``, in the percent format: ``# %%`` starts a code cell,
+``# %% [markdown]`` a markdown cell whose lines are ``# ``-prefixed). Then execute them to
+store their outputs.
 
 Each notebook runs its experiment at the profile named by the ``NOTEBOOK_PROFILE``
 environment variable (``fast`` by default: the pipeline check CI runs; ``full``: the
@@ -8,6 +11,12 @@ results (both seeds, their plots and the cross-seed check) and the conclusion.
 
     python notebooks/make_repro_notebooks.py
     NOTEBOOK_PROFILE=fast python -m pytest -q tests/test_notebooks.py --store-outputs
+
+The research notebooks are committed *with* the outputs of their full setting (their
+metadata says so: ``simplex_decode.outputs = "stored"``, which tests/test_notebooks.py checks):
+
+    python notebooks/make_repro_notebooks.py
+    NOTEBOOK_PROFILE=full NOTEBOOK_STORE=1 python -m pytest -q tests/test_notebooks.py -k tour_of_the_simplex
 """
 
 from __future__ import annotations
@@ -113,6 +122,40 @@ def conclusion_cell(name):
 display(Markdown(c.read_text()) if c.exists() else "no conclusion written yet")''')
 
 
+KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+
+
+def cells_from_script(text):
+    """Notebook cells from a percent-format script (``# %%`` / ``# %% [markdown]`` markers)."""
+    cells, kind, lines = [], None, []
+
+    def flush():
+        body = "\n".join(lines).strip("\n")
+        if kind == "markdown":
+            body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
+            cells.append(new_markdown_cell(body))
+        elif kind == "code" and body:
+            cells.append(new_code_cell(body))
+
+    for line in text.splitlines():
+        if line.startswith("# %%"):
+            flush()
+            kind, lines = ("markdown" if "[markdown]" in line else "code"), []
+        elif kind is not None:
+            lines.append(line)
+    flush()
+    return cells
+
+
+def build_research(src):
+    """``notebooks/<name>.ipynb`` from ``notebooks/src/<name>.py`` (outputs: run it, stored)."""
+    nb = new_notebook(cells=cells_from_script(src.read_text()),
+                      metadata={**KERNEL, "simplex_decode": {"outputs": "stored"}})
+    path = HERE / f"{src.stem}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
 def build(name, spec):
     cells = [new_markdown_cell(f"# {spec['title']}\n\n{spec['intro']}"),
              new_code_cell(SETUP.format(name=name))]
@@ -125,13 +168,19 @@ def build(name, spec):
               new_code_cell(COMMITTED.format(name=name)),
               new_markdown_cell("## What the evidence supports"),
               conclusion_cell(spec["conclusion_file"])]
-    nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                            "language": "python"}})
+    nb = new_notebook(cells=cells, metadata=KERNEL)
     path = HERE / f"repro_{name}.ipynb"
     nbformat.write(nb, path)
     return path
 
 
 if __name__ == "__main__":
+    import sys
+
+    only = sys.argv[1:]  # names to build (default: all)
     for name, spec in NOTEBOOKS.items():
-        print(build(name, spec))
+        if not only or name in only:
+            print(build(name, spec))
+    for src in sorted((HERE / "src").glob("*.py")):
+        if not only or src.stem in only:
+            print(build_research(src))
