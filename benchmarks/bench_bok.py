@@ -5,7 +5,7 @@
 
 Every decoder draws one token per row; the time is device time per step amortised inside
 one jitted ``lax.fori_loop`` over ``--steps`` steps that rotates among three logits
-buffers and feeds each step's output back as a data dependency (``_timing.per_step_time``),
+buffers and feeds each step's output back as a data dependency (``simplex_decode.benchmarking.per_step_time``),
 so neither dispatch nor hoisting is measured. Also reports the exact solver's iteration
 counts on the same logits (outer Newton steps on the multiplier per row, and the
 vectorised per-coordinate Newton steps summed over them) and its KKT residual. Prints a
@@ -17,16 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _timing import make_buffers, per_step_time  # noqa: E402
-
-import simplex_decode as sd  # noqa: E402
+import simplex_decode as sd
+from simplex_decode.benchmarking import make_buffers, per_step_time
 
 
 def decoders(t):

@@ -4,7 +4,7 @@
     python benchmarks/bench_decoders.py --grid gpu      # the full grid, on an accelerator
 
 For each (B, V, dtype) it reports device time per decoding step amortised inside a jitted
-``fori_loop`` (see ``_timing.py``; the decoder enters as a jit argument, so its parameters
+``fori_loop`` (see :mod:`simplex_decode.benchmarking`; the decoder enters as a jit argument, so its parameters
 are traced as in ``sd.generate``), the per-call latency of one jitted call, and ratios to:
 
 * ``floor``: one read of the logits (a jitted max-reduction in the same loop: the memory
@@ -30,17 +30,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _timing import buffers_from_rows, make_buffers, per_call_latency, per_step_time  # noqa: E402
-
-import simplex_decode as sd  # noqa: E402
+import simplex_decode as sd
+from simplex_decode.benchmarking import buffers_from_rows, make_buffers, per_call_latency, per_step_time
 
 GRIDS = {
     "cpu": {"B": [1, 8], "V": [32000, 128256, 151936, 262144], "dtype": ["float32", "bfloat16"]},

@@ -16,7 +16,7 @@ Reported, per batch size B (B rows decoded together: one prompt, ``num_samples=B
   ``fori_loop`` (the next token is the argmax, so the loop carries a real dependency).
 * ``decoder``: the decoder alone — ``decoder.sample`` on logits of the model's shape
   ``(B, V)`` taken from real prefills — amortised inside a jitted loop
-  (``benchmarks/_timing.py``).
+  (:mod:`simplex_decode.benchmarking`).
 * ``share``: decoder / (model step + decoder), the fraction of a decode step the decoder
   costs. The goal for Best-of-K (exact) is ≤ 10 %.
 """
@@ -27,18 +27,15 @@ import argparse
 import functools
 import os
 import platform
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _timing import per_step_time  # noqa: E402
-
-import simplex_decode as sd  # noqa: E402
-from simplex_decode.models import init_cache, load_gguf, make_step  # noqa: E402
+import simplex_decode as sd
+from simplex_decode.benchmarking import per_step_time
+from simplex_decode.models import init_cache, load_gguf, make_step
 
 PROMPTS = [
     "The capital of France is",
@@ -68,8 +65,8 @@ def decoders():
     return out
 
 
-def time_generate(step, params, ids, cache, decoder, B, T, repeats):
-    kw = dict(decoder=decoder, key=jax.random.key(0), max_new_tokens=T, cache=cache, num_samples=B)
+def time_generate(step, params, ids, cache, decoder, B, T, repeats, eos_id=None):
+    kw = dict(decoder=decoder, key=jax.random.key(0), max_new_tokens=T, cache=cache, num_samples=B, eos_id=eos_id)
     jax.block_until_ready(sd.generate(step, params, [ids], **kw).tokens)  # compile
     best = np.inf
     for r in range(repeats):
@@ -77,7 +74,7 @@ def time_generate(step, params, ids, cache, decoder, B, T, repeats):
         out = sd.generate(step, params, [ids], **dict(kw, key=jax.random.key(r + 1)))
         jax.block_until_ready(out.tokens)
         best = min(best, time.perf_counter() - t0)
-    assert int(np.asarray(out.lengths).min()) == T
+    assert int(np.asarray(out.lengths).min()) == T, "a row stopped early: the step difference would be wrong"
     return best
 
 

@@ -1,6 +1,6 @@
-"""Declare a decoder, verify it against cvxpy, sample from it.
+"""Declare a decoder, verify it against cvxpy, sample from it, write it down.
 
-Run: python examples/quickstart.py
+Run: python examples/quickstart.py          (needs `pip install -e '.[reference]'` for cvxpy)
 """
 
 import jax
@@ -18,6 +18,7 @@ objective = sd.Objective(
     transforms=sd.Temperature(0.8),
 )
 dec = sd.Decoder(objective)  # solver="auto": no closed form -> the exact separable solver
+print("solver:", type(dec.solver.select(objective)).__name__)
 
 logits = jax.random.normal(jax.random.key(0), (4, 1000)) * 3.0
 q = dec.probs(logits)
@@ -27,10 +28,15 @@ print("q on the simplex:", np.allclose(np.asarray(q).sum(-1), 1.0, atol=1e-5), "
 q_ref = reference.solve(objective, np.asarray(logits))
 print("L1 distance to the cvxpy optimum per row:", np.abs(np.asarray(q) - q_ref).sum(-1))
 
-# Presets are the same thing: top-p is entropy + a nucleus support rule.
-print("top_p objective:", sd.top_p(0.9, temperature=0.7).objective)
+# Presets are Decoders built the same way: top-p is entropy + a nucleus support rule.
+top_p = sd.top_p(0.9, temperature=0.7)
+print("top_p's objective:", top_p.objective)
 
 # Sample: one key, K = 5 draws per row, jitted.
 ids = jax.jit(lambda k, x: dec.sample(k, x, num_samples=5))(jax.random.key(1), logits)
 print("samples:", ids)
 assert bool(jnp.all(jnp.take_along_axis(q, ids, -1) > 0))
+
+# A decoder is data: an exact, readable config (JSON / YAML / the CLI's SPEC string).
+print("as a SPEC:", sd.config.to_spec(dec))
+assert sd.config.to_config(sd.from_config(dec.to_config())) == dec.to_config()

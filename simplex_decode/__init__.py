@@ -4,9 +4,11 @@ Every decoder solves ``q* = argmax_{q ∈ Δ, supp q ⊆ S(s)} <q, s> + Σ_j c_j
 and then samples from ``q*``. See the README for the table of decoders.
 """
 
-from . import analysis
+from . import analysis, config, constraints
 from .adaptive import EDT, AdaptiveTemperature, DynamicTemperature, EntropixTemperature, entropy_stats
 from .chain import chain
+from .config import from_config
+from .constraints import Constraint, constrain
 from .decoder import Decoder, checked
 from .generation import (
     BeamSearchResult,
@@ -164,3 +166,6 @@ from .stateful import XTC, Mirostat, Stateful  # noqa: E402
 
 __all__ += ["CFG", "DRY", "XTC", "AmateurContrast", "DoLa", "Mirostat", "SecondStream", "Stateful", "cfg", "contrastive", "dola",
             "dry_sequence_breakers", "mirostat", "xtc"]
+
+__all__ += ["config", "from_config"]
+__all__ += ["Constraint", "constrain", "constraints"]

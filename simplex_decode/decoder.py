@@ -180,6 +180,14 @@ class Decoder:
         ids = sample_from_probs(key, sol.q, num_samples=num_samples, method=method, valid=sol.status == Status.OK)
         return ids if state is None else (ids, self.update(state, sol.q, ids))
 
+    def to_config(self) -> dict:
+        """This decoder as plain data (``{"version": 1, "type": "Decoder", ...}``), which
+        :func:`simplex_decode.from_config` turns back into the same decoder; see
+        :mod:`simplex_decode.config` (JSON, YAML and SPEC strings too)."""
+        from ._config import to_config
+
+        return to_config(self)
+
 
 def simplex_tolerance(dtype) -> float:
     """How far from 1 a row of ``q`` may sum and still count as a distribution: 1e-4 in

@@ -240,19 +240,29 @@ class Objective:
         """The initial state: one entry per :attr:`stateful` component (``()`` if none)."""
         return tuple(c.init_state(tuple(batch_shape)) for c in self.stateful)
 
-    def _binder(self, ctx, batch, key, state):
-        """``bind(position, component)``: ``ctx`` with the component's own key and state."""
+    def _full_state(self, batch, state):
+        """``state`` checked against :attr:`stateful` (None: the initial state)."""
         stateful = self.stateful
         if state is None:
-            state = self.init_state(batch)
-        elif not isinstance(state, tuple) or len(state) != len(stateful):
+            return self.init_state(batch)
+        if not isinstance(state, tuple) or len(state) != len(stateful):
             raise ValueError(
                 f"state: must be this decoder's state (a tuple of {len(stateful)} entries, from "
                 f"Decoder.init), got {type(state).__name__}"
                 + (f" of {len(state)} entries" if isinstance(state, tuple) else "")
             )
+        return state
+
+    def _slots(self) -> dict:
+        """``{position: slot}``: where each stateful component (by its position among the
+        transforms followed by the support rules) keeps its entry of the state tuple."""
         positions = [i for i, c in enumerate(self.transforms + self.support) if isinstance(c, Stateful)]
-        slots = {position: slot for slot, position in enumerate(positions)}
+        return {position: slot for slot, position in enumerate(positions)}
+
+    def _binder(self, ctx, batch, key, state):
+        """``bind(position, component)``: ``ctx`` with the component's own key and state."""
+        state = self._full_state(batch, state)
+        slots = self._slots()
 
         def bind(position, component):
             changes = {}
@@ -263,6 +273,37 @@ class Objective:
             return ctx._replace(**changes) if changes else ctx
 
         return bind
+
+    def _restrict_domain(self, x, batch, state):
+        """``x`` with every token outside the domain of a rule that restricts it (a
+        :class:`~simplex_decode.constraints.Constraint`, ``restricts_domain = True``) at
+        ``-inf``: applied to the logits themselves, before the context is built, so the
+        transforms, the other rules, the terms and the model distribution ``p`` all see only
+        the allowed tokens (the decoder solves its own problem on the allowed set)."""
+        slots, first = None, len(self.transforms)
+        for i, rule in enumerate(self.support):
+            if getattr(rule, "restricts_domain", False):
+                if slots is None:
+                    state, slots = self._full_state(batch, state), self._slots()
+                x = rule.restrict(x, state[slots[first + i]])
+        return x
+
+    def end_status(self, state, batch_shape):
+        """The status of rows that stop in ``state`` without an EOS token: OK, or the code of
+        the first stateful component that objects (a Constraint whose match is unfinished:
+        ``CONSTRAINT_INCOMPLETE``)."""
+        status = jnp.zeros(tuple(batch_shape), jnp.int32)
+        state = self._full_state(tuple(batch_shape), state)
+        for component, st in zip(self.stateful, state, strict=True):
+            if hasattr(component, "end_status"):
+                status = jnp.where(status == Status.OK, component.end_status(st), status).astype(jnp.int32)
+        return status
+
+    @property
+    def eos_ids(self) -> tuple:
+        """Token ids a support rule ends every sequence with (a Constraint's EOS ids): the
+        generation loop must stop on them."""
+        return tuple(dict.fromkeys(i for r in self.support for i in getattr(r, "eos_ids", ())))
 
     def replace(self, **changes) -> Objective:
         """A copy with some fields replaced (validated like a new Objective)."""
@@ -278,7 +319,8 @@ class Objective:
         for components that contrast two sources (CFG, contrastive decoding, DoLa); its
         NaN/+inf rows are flagged like the logits'. ``key``: one key or one per row, for
         components that draw randomness (XTC). ``state``: the decoder's state (from
-        :meth:`init_state`; None: the initial state).
+        :meth:`init_state`; None: the initial state). A rule that restricts the domain (a
+        Constraint) acts first, on the logits themselves (see :meth:`_restrict_domain`).
         """
         logits = as_logits(logits)
         batch, vocab_size = logits.shape[:-1], logits.shape[-1]
@@ -291,6 +333,7 @@ class Objective:
             second_logits, bad_second = _check_second(second_logits, x)
             nonfinite = nonfinite | bad_second
         x = jnp.where(nonfinite[..., None], 0.0, x)
+        x = self._restrict_domain(x, batch, state)
         ctx = Context(
             logits=x,
             log_model=masked_log_softmax(x, x > -jnp.inf),
@@ -318,6 +361,8 @@ class Objective:
                 greedy = greedy | g
         mask = s > -jnp.inf
         for j, rule in enumerate(self.support):
+            if getattr(rule, "restricts_domain", False):  # (those acted on x already)
+                continue
             new = rule(s, mask, bind(n_t + j, rule))
             flags = flags.set(jnp.any(mask, axis=-1) & ~jnp.any(new, axis=-1), Status.EMPTY_SUPPORT, n_t + j)
             mask = new

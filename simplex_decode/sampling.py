@@ -127,19 +127,27 @@ def sample_from_probs(key, q, *, num_samples=None, method="auto", valid=None):
     Returns ids of shape ``(...)``, or ``(..., num_samples)``. ``method``: ``"inverse_cdf"``
     (one uniform per draw and a prefix sum: no per-token noise, the right choice on
     CPU), ``"gumbel"`` (argmax of log q + Gumbel noise: one fused pass on accelerators)
-    or ``"auto"`` (inverse CDF on CPU, Gumbel elsewhere). Rows where ``valid`` is False
-    get id ``-1``.
+    or ``"auto"`` (inverse CDF on CPU, Gumbel elsewhere; decided when the computation is
+    lowered, with ``lax.platform_dependent``, so code traced on a CPU host and exported for
+    an accelerator with ``jax.export`` draws by Gumbel-max). The two draw from the same
+    distribution with different random streams (``tests/test_lowering.py``). Rows where
+    ``valid`` is False get id ``-1``.
     """
     num_samples = check_sample_args(key, q.shape[:-1], num_samples, method)
-    if method == "auto":
-        method = "inverse_cdf" if jax.default_backend() == "cpu" else "gumbel"
     batch = q.shape[:-1]
     keys = row_keys(key, batch)
     k = 1 if num_samples is None else num_samples
-    fn = _inverse_cdf_row if method == "inverse_cdf" else _gumbel_row
     n = math.prod(batch)
     flat_keys = keys.reshape((n,) + keys.shape[len(batch):])
-    ids = jax.vmap(lambda kk, qq: fn(kk, qq, k))(flat_keys, q.reshape(n, q.shape[-1]))
+
+    def draw(fn):
+        return lambda kk, qq: jax.vmap(lambda r, x: fn(r, x, k))(kk, qq)
+
+    flat_q = q.reshape(n, q.shape[-1])
+    if method == "auto":
+        ids = lax.platform_dependent(flat_keys, flat_q, cpu=draw(_inverse_cdf_row), default=draw(_gumbel_row))
+    else:
+        ids = draw(_inverse_cdf_row if method == "inverse_cdf" else _gumbel_row)(flat_keys, flat_q)
     ids = ids.reshape(batch + (k,))
     if valid is not None:
         ids = jnp.where(valid[..., None], ids, -1)

@@ -44,6 +44,8 @@ class Status(enum.IntEnum):
     INVALID_PARAMETER = 6
     #: the constraints admit no distribution (e.g. a cap ``c`` with ``c·|support| < 1``)
     INFEASIBLE = 7
+    #: the row reached ``max_new_tokens`` before its constraint (regex, JSON schema) accepted
+    CONSTRAINT_INCOMPLETE = 8
 
     @property
     def message(self) -> str:
@@ -67,6 +69,8 @@ _MESSAGES = {
     "row, or a `history` id is outside [0, V-1]; run the jitted function under simplex_decode.checked(...) to "
     "raise an error naming the parameter and its range",
     Status.INFEASIBLE: "the constraints admit no distribution on this row's support",
+    Status.CONSTRAINT_INCOMPLETE: "the row reached max_new_tokens before its output matched the constraint "
+    "(it is an unfinished match); raise max_new_tokens",
 }
 _SUBJECTS = {
     Status.OK: "ok",
@@ -77,6 +81,7 @@ _SUBJECTS = {
     Status.INVALID_SOLUTION: "solver",
     Status.INVALID_PARAMETER: "invalid parameter",
     Status.INFEASIBLE: "infeasible problem",
+    Status.CONSTRAINT_INCOMPLETE: "constraint",
 }
 #: ``{code: message}`` (kept for callers that index by int).
 Status.MESSAGES = {int(k): v for k, v in _MESSAGES.items()}

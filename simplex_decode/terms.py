@@ -326,19 +326,36 @@ class Coverage(Term):
     non-negative array ``(V,)`` or ``(..., V)``, or one of the rules
     ``"model"`` (``w = softmax(logits)``) and ``"top_m"`` (``w = 1`` on the ``top_m``
     most probable tokens of the model, 0 elsewhere; ties by lowest id).
+
+    A rule name is static structure, not a leaf: it is kept in ``rule`` and ``weights``
+    becomes None, so the fields rebuild the term (``Coverage(k, weights=None,
+    rule="top_m")``, as :func:`dataclasses.replace` and :mod:`simplex_decode.config` do).
     """
 
     k: int = param(1, lo=1, integer=True, static=True, doc="the number of draws K")
     weights: Any = param(
-        "model", lo=0.0, axis="token", choices=("model", "top_m"), doc="w: a rule name or an array"
+        "model", lo=0.0, axis="token", choices=("model", "top_m"), optional=True,
+        doc="w: a rule name or an array (None: the rule kept in `rule`)",
     )
     weight: Any = _weight()
     top_m: int = param(8, lo=1, integer=True, static=True, doc="m of weights='top_m'")
-    rule: str = static_field("array", init=False)  # derived from `weights`
+    rule: str | None = static_field(None)  # "model" / "top_m" / "array"; derived from `weights`
 
     def __post_init__(self):
         # A rule name is static structure, not a leaf: it moves from `weights` to `rule`.
-        rule = self.weights if isinstance(self.weights, str) else "array"
+        if self.rule not in (None, "model", "top_m", "array"):
+            raise ValueError(f"Coverage: `rule` must be None, 'model', 'top_m' or 'array', got {self.rule!r}")
+        if isinstance(self.weights, str):
+            rule = self.weights
+        elif self.weights is None:
+            if self.rule not in ("model", "top_m"):
+                raise ValueError("Coverage: `weights` must be 'model', 'top_m' or an array of shape (V,) or "
+                                 "(..., V) with entries in [0, inf) (None only with rule='model' or 'top_m'), got None")
+            rule = self.rule
+        else:
+            rule = "array"
+        if self.rule is not None and rule != self.rule:
+            raise ValueError(f"Coverage: `rule` {self.rule!r} contradicts `weights` {self.weights!r}")
         set_field(self, "rule", rule)
         if rule != "array":
             set_field(self, "weights", None)

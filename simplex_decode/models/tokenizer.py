@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["GGUFTokenizer", "CHATML_TEMPLATE"]
+__all__ = ["GGUFTokenizer", "CHATML_TEMPLATE", "bytes_to_unicode"]
 
 TOKEN_TYPE_NORMAL = 1
 TOKEN_TYPE_CONTROL = 3
@@ -56,8 +56,8 @@ CHATML_TEMPLATE = (
 
 
 @lru_cache(maxsize=1)
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable-unicode map."""
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable-unicode map (the alphabet byte-level BPE vocabularies are spelled in)."""
     bs = (
         list(range(ord("!"), ord("~") + 1))
         + list(range(ord("¡"), ord("¬") + 1))
@@ -144,7 +144,7 @@ class GGUFTokenizer:
 
         # Byte-level vocabularies are written in GPT-2's byte alphabet; respell any
         # token that is not (as transformers does), so BPE can produce it.
-        spelling = _bytes_to_unicode()
+        spelling = bytes_to_unicode()
         alphabet = set(spelling.values())
         vocab: dict[str, int] = {}
         for i, tok in enumerate(tokens):

@@ -1,4 +1,4 @@
-"""Timing helpers: device time per decoding step, amortised inside one jitted loop.
+"""Timing helpers for benchmarks: device time per decoding step, amortised inside one jitted loop.
 
 ``per_step_time(step_fn, logits_buffers, steps)`` compiles a ``lax.fori_loop`` that runs
 ``step_fn(key_i, logits_i)`` ``steps`` times, rotating among the buffers and feeding a
@@ -6,6 +6,22 @@ data dependency from each step's output into the next step's logits (so XLA can 
 hoist the work out of the loop nor skip it), and returns seconds per step measured over
 the whole loop (dispatch overhead amortised away). ``per_call_latency`` measures one
 jitted call end to end (dispatch + block), the number a Python-driven loop would see.
+:func:`decoder_step_time` and :func:`floor_step_time` are the two numbers
+``simplex-decode bench`` and ``benchmarks/bench_decoders.py`` report: a decoder's
+``sample`` per step (the decoder enters the loop as a jit argument, so its parameters are
+traced, as in :func:`simplex_decode.generate`) and one read of the logits (a max-reduction
+in the same loop: the memory floor as the machine reaches it).
+
+Speed is measured here, never in tests: ratios between numbers taken in the same process
+are what these helpers are for.
+
+Example:
+  >>> import simplex_decode as sd
+  >>> from simplex_decode import benchmarking
+  >>> bufs = benchmarking.make_buffers(2, 1000, "float32")
+  >>> t = benchmarking.decoder_step_time(sd.top_p(0.9), bufs, steps=4, repeats=1)
+  >>> t > 0
+  True
 """
 
 from __future__ import annotations
@@ -15,6 +31,15 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+__all__ = [
+    "buffers_from_rows",
+    "decoder_step_time",
+    "floor_step_time",
+    "make_buffers",
+    "per_call_latency",
+    "per_step_time",
+]
 
 
 def _loop(step_fn, steps):
@@ -74,7 +99,7 @@ def per_call_latency(step_fn, x, *, repeats=20, operand=None):
     return float(np.median(times))
 
 
-def make_buffers(B, V, dtype, *, n=3, seed=0, scale=3.0, peaked=True):
+def make_buffers(B, V, dtype="float32", *, n=3, seed=0, scale=3.0, peaked=True):
     """``n`` rotating logits buffers ``(n, B, V)``.
 
     ``peaked`` (default): a few large values over a Gaussian bulk, like a confident
@@ -97,3 +122,21 @@ def buffers_from_rows(rows, B, dtype, *, n=3):
     L = rows.shape[0]
     idx = (np.arange(n * B) % L).reshape(n, B)
     return jnp.asarray(np.asarray(rows, np.float32)[idx]).astype(dtype)
+
+
+def _sample(key, x, decoder):
+    return decoder.sample(key, x)
+
+
+def _max(key, x):
+    return jnp.max(x, -1)
+
+
+def decoder_step_time(decoder, bufs, *, steps=20, repeats=3, min_time=0.2):
+    """Seconds per ``decoder.sample(key, logits)`` step, the decoder a traced jit argument."""
+    return per_step_time(_sample, bufs, steps=steps, repeats=repeats, min_time=min_time, operand=decoder)
+
+
+def floor_step_time(bufs, *, steps=20, repeats=3, min_time=0.2):
+    """Seconds per step of one max-reduction over the logits: the memory floor as reached."""
+    return per_step_time(_max, bufs, steps=steps, repeats=repeats, min_time=min_time)
