@@ -4,7 +4,7 @@
     python benchmarks/bench_issue15.py                  # B ∈ {1, 8}, V = 49152 (SmolLM2's vocabulary)
     python benchmarks/bench_issue15.py --B 8 --V 151936 --out results/issue15.md
 
-Each decoder samples one token per row inside a jitted ``fori_loop`` (``_timing.per_step_time``:
+Each decoder samples one token per row inside a jitted ``fori_loop`` (``simplex_decode.benchmarking.per_step_time``:
 dispatch amortised; the decoder, its state, the second logits and the history are jit
 arguments). Mirostat also updates its state (``sample(..., state=)``); DRY reads a history of
 ``--L`` tokens over a 64-token window and over the whole history; CFG and contrastive decoding
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import make_buffers, per_step_time  # noqa: E402
+from simplex_decode.benchmarking import make_buffers, per_step_time  # noqa: E402
 
 import simplex_decode as sd  # noqa: E402
 

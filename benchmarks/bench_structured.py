@@ -34,7 +34,7 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import per_step_time  # noqa: E402
+from simplex_decode.benchmarking import per_step_time  # noqa: E402
 from bench_generate import PROMPTS, real_logits, time_generate  # noqa: E402
 
 import simplex_decode as sd  # noqa: E402
