@@ -38,8 +38,16 @@ def _command_lines():
         lines = [ln for m in FENCE.finditer(text) if m.group(1) in ("sh", "bash", "shell", "console")
                  for ln in m.group(2).splitlines()]
         outside = FENCE.sub("", text)
-        lines += [ln[4:] for ln in outside.splitlines() if ln.startswith("    ") and not ln.startswith("     ")]
+        for ln in outside.splitlines():  # indented by exactly 4, or continuing one that is
+            if ln.startswith("    ") and (not ln.startswith("     ") or (lines and lines[-1].endswith("\\"))):
+                lines.append(ln[4:])
+        joined = []  # a trailing backslash continues the shell line
         for ln in lines:
+            if joined and joined[-1].endswith("\\"):
+                joined[-1] = joined[-1][:-1].rstrip() + " " + ln.strip()
+            else:
+                joined.append(ln)
+        for ln in joined:
             for part in ln.split("&&"):
                 part = part.strip()
                 if part.split(" ", 1)[0] in ("simplex-decode", "python", "pip", "mkdocs"):

@@ -157,7 +157,7 @@ def test_presets_name_their_own_arguments():
 def test_cli_spec_errors_name_the_preset_argument():
     from simplex_decode.cli.spec import build_decoder
 
-    with pytest.raises(ValueError, match=r"^kl_anchored: `lam` must be in \[0, inf\), got -1.0$"):
+    with pytest.raises(ValueError, match=r"^decoder spec: kl_anchored: `lam` must be in \[0, inf\), got -1.0$"):
         build_decoder("kl_anchored(lam=-1)")
 
 
@@ -369,7 +369,7 @@ def test_cli_lists_the_declared_ranges(capsys):
 
     assert main(["decoders"]) == 0
     out = capsys.readouterr().out
-    assert "    p: in (0, 1]; temperature: in [0, inf); from_model: True or False\n" in out
+    assert "    params   p: in (0, 1]; temperature: in [0, inf); from_model: True or False\n" in out
     assert "k: an integer in [1, V]" in out
 
 
