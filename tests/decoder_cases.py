@@ -37,7 +37,7 @@ import pytest
 
 import simplex_decode as sd
 
-__all__ = ["Param", "Case", "CASES", "CASE_IDS", "cases_for", "reference_support", "UserQuadratic", "UserCorrelated"]
+__all__ = ["Param", "Case", "CASES", "CASE_IDS", "OUTSIDE_THE_SUITE", "cases_for", "reference_support", "UserQuadratic", "UserCorrelated"]
 
 F32 = np.float32
 
@@ -306,7 +306,10 @@ class UserQuadratic(sd.Term):
 @_user_term
 class UserCorrelated(sd.Term):
     """A user's non-separable concave term: ``−½ (Σ_v a_v q_v)²`` with ``a_v = v / V`` (a
-    penalty on the mean token position); ``solver="auto"`` runs mirror ascent for it."""
+    penalty on the mean token position); ``solver="auto"`` runs mirror ascent for it. Its
+    sums are ``sd.row_sum``: with ``jnp.sum`` a row's q moves by up to 1.5e-7 between a batch
+    of one and a batch of eight at V = 4096 (XLA picks the reduction order from the array's
+    shape), which the row-independence contract would rightly report."""
 
     separable: ClassVar[bool] = False
     weight: Any = 1.0
@@ -316,11 +319,11 @@ class UserCorrelated(sd.Term):
         return jnp.arange(V, dtype=dtype) / V
 
     def value(self, q, ctx):
-        return -0.5 * jnp.sum(q * self._a(q.shape[-1], q.dtype), axis=-1) ** 2
+        return -0.5 * sd.row_sum(q * self._a(q.shape[-1], q.dtype), keepdims=False) ** 2
 
     def grad(self, q, ctx):
         a = self._a(q.shape[-1], q.dtype)
-        return -jnp.sum(q * a, axis=-1, keepdims=True) * a
+        return -sd.row_sum(q * a) * a
 
     def reference_data(self, ctx):
         V = ctx.logits.shape[-1]
@@ -655,18 +658,15 @@ CASES: tuple[Case, ...] = (
 #: ``bad_rows``, ``rows_benign``, ``rows_hostile``, ``keys``, ``hostile`` or
 #: ``hostile@<B>x<V>-<dtype>`` for one menu entry, ``bounds:<param>``). Every marker is strict.
 _H2_ROWS = "a row's q depends on the other rows of the batch (not bit-identical alone) — issue 10 (H2)"
-_H2_MIRROR = ("Mirror (auto for a non-separable term) ends ordinary rows with NOT_CONVERGED, and which rows "
-              "depends on the batch — issue 10 (H2)")
+_H2_MIRROR = ("Mirror (auto for a non-separable term) ends some valid hostile rows (a masked row, V = 65) with "
+              "NOT_CONVERGED within its default step budget, so q is not certified — issue 10 (H2)")
 _H2_CAP = "a one-token row with cap c < 1 gets NOT_CONVERGED, not INFEASIBLE — issue 10 (H2)"
 _H2_CAP_EAGER = ("eager Decoder.solve raises ValueError on a cap-infeasible row (NaN / all -inf rows included) "
                  "instead of returning its status as under jit — issue 10 (H2)")
 
 KNOWN_VIOLATIONS: dict[str, dict[str, str]] = {
-    "sparsemax": {"simplex": "|sum q - 1| = 1.5e-5 on ordinary V = 65 rows (> 1e-5) — issue 10 (H2)",
-                  "rows_hostile@V20480": _H2_ROWS},
-    "best_of_k-projected_gradient": {
-        "simplex": "|sum q - 1| = 2.8e-5 on ordinary V = 65 rows (> 1e-5) — issue 10 (H2)"},
-    "user-nonseparable": {c: _H2_MIRROR for c in ("simplex", "shift", "reference", "bad_rows")},
+    "sparsemax": {"rows_hostile@V20480": _H2_ROWS},
+    "user-nonseparable": {c: _H2_MIRROR for c in ("simplex", "shift")},
     "capped": {"jit_eager": _H2_CAP_EAGER, "bad_rows": _H2_CAP},
     "capped+top_k": {"jit_eager": _H2_CAP_EAGER, "bad_rows": _H2_CAP},
     # row independence at V = 20 480 (marked slow beyond top_k / top_p) and V = 151 936
@@ -676,37 +676,36 @@ KNOWN_VIOLATIONS: dict[str, dict[str, str]] = {
     "temperature": {"rows_full_vocabulary": _H2_ROWS},
     "top_p": {"rows_full_vocabulary": _H2_ROWS},
 }
-_H2_NAN = ("NaN in q: temperature 7.7e-4 over +-float-max / 1e30 logits, the rule at its bound "
-           "(k = 1, eps = 0, a = 0, alpha = 1+) — issue 10 (H2)")
-_H2_EMPTY = ("a valid +-float-max row gets EMPTY_SUPPORT once temperature 7.7e-4 overflows its scores "
-             "(expected NONFINITE_SCORES or a valid q) — issue 10 (H2)")
 _H2_TYPICAL = "typical(p = 1.4e-45, temperature = 0) empties valid float64 rows (EMPTY_SUPPORT) — issue 10 (H2)"
 _H1_SUBNORMAL = ("a subnormal float32 parameter at an open bound (1.4e-45) passes the eager check but is "
                  "flushed to 0 on device: valid rows get INVALID_PARAMETER under jit, EMPTY_SUPPORT eagerly "
                  "— issue 10 (H1)")
 _HOSTILE = {
-    "top_k": {"hostile@8x65-float32": _H2_NAN, "hostile@8x4096-float32": _H2_NAN},
     "top_p": {"hostile@8x65-float32": _H1_SUBNORMAL, "hostile@8x4096-float32": _H1_SUBNORMAL, "hostile@1x4096-float32": _H1_SUBNORMAL, "hostile@8x65-bfloat16": _H1_SUBNORMAL},
     "top_p-from_model": {"hostile@8x65-float32": _H1_SUBNORMAL, "hostile@8x4096-float32": _H1_SUBNORMAL, "hostile@1x4096-float32": _H1_SUBNORMAL, "hostile@8x65-float16": _H1_SUBNORMAL},
-    "min_p": {"hostile@8x65-float32": _H2_EMPTY, "hostile@8x4096-float32": _H2_EMPTY, "hostile@8x65-float64": _H2_EMPTY},
-    "entmax": {"hostile@8x65-float32": _H2_NAN, "hostile@8x4096-float32": _H2_NAN, "hostile@8x4096-bfloat16": _H2_NAN},
     "typical": {"hostile@8x65-float32": _H1_SUBNORMAL, "hostile@8x4096-float32": _H1_SUBNORMAL, "hostile@1x4096-float32": _H1_SUBNORMAL, "hostile@8x3-float64": _H2_TYPICAL},
-    "epsilon": {"hostile@8x65-float32": _H2_NAN, "hostile@8x4096-float32": _H2_NAN},
-    "eta": {"hostile@8x65-float32": _H2_NAN, "hostile@8x4096-float32": _H2_NAN},
-    "top_n_sigma": {"hostile@8x65-float32": _H2_EMPTY, "hostile@8x4096-float32": _H2_EMPTY},
     "top_h": {"hostile@8x65-float32": _H1_SUBNORMAL, "hostile@8x4096-float32": _H1_SUBNORMAL, "hostile@1x4096-float32": _H1_SUBNORMAL, "hostile@8x1-bfloat16": _H1_SUBNORMAL},
-    "top_a": {"hostile@8x65-float32": _H2_NAN, "hostile@8x4096-float32": _H2_NAN},
     "edt": {"hostile@8x65-float32": _H1_SUBNORMAL, "hostile@8x4096-float32": _H1_SUBNORMAL, "hostile@1x4096-float32": _H1_SUBNORMAL, "hostile@8x3-float32": _H1_SUBNORMAL},
     "chain-transformers": {"hostile@8x65-float32": _H1_SUBNORMAL, "hostile@8x4096-float32": _H1_SUBNORMAL, "hostile@1x4096-float32": _H1_SUBNORMAL, "hostile@8x65-float16": _H1_SUBNORMAL},
-    # not re-run after the ci menu changed (time box): the same first example failed every entry before
-    "chain-vllm": {f"hostile@{e}": _H1_SUBNORMAL for e in ("8x65-float32", "8x4096-float32", "1x4096-float32",
-                                                           "8x65-float64")},
+    "chain-vllm": {f"hostile@{e}": _H1_SUBNORMAL for e in ("8x65-float32", "8x4096-float32", "1x4096-float32")},
     "kl_reference+top_p": {f"hostile@{e}": _H1_SUBNORMAL for e in ("8x65-float32", "8x4096-float32",
                                                                    "1x4096-float32", "8x2-float32")},
 }
 for _case, _marks in _HOSTILE.items():
     KNOWN_VIOLATIONS.setdefault(_case, {}).update(_marks)
 KNOWN_VIOLATIONS["user-nonseparable"].update({"rows_benign@V20480": _H2_MIRROR, "rows_hostile@V20480": _H2_MIRROR})
+
+#: Presets the shared contract cannot call as ``probs(logits)`` alone, with the file that tests
+#: theirs: a second logits array (CFG, contrastive, DoLa), a coin drawn inside the rule (XTC),
+#: a state moved by every sampled token (Mirostat). Not yet in the suite: the contract's
+#: helpers would have to thread ``second_logits`` / ``key`` / ``state`` through every check.
+OUTSIDE_THE_SUITE = {
+    "cfg": "tests/test_contrast.py",
+    "contrastive": "tests/test_contrast.py",
+    "dola": "tests/test_contrast.py",
+    "xtc": "tests/test_stateful.py",
+    "mirostat": "tests/test_stateful.py",
+}
 
 CASE_IDS = tuple(c.id for c in CASES)
 assert len(set(CASE_IDS)) == len(CASE_IDS), "case ids must be unique"

@@ -248,11 +248,14 @@ def _wide_rows(B, V, seed):
 WINDOWED = {
     "top_k(1)": (lambda: sd.top_k(1), "peaked"),
     "top_k(50)": (lambda: sd.top_k(50, temperature=0.8), "peaked"),
-    "top_k(256)": (lambda: sd.top_k(256), "peaked"),
+    # k = 256 over a std-2 bulk of 151 936 is never certified by 128 blocks of 64 (the 256th largest
+    # score lies below the 129th block maximum): such rows take the full-row path
+    "top_k(100)": (lambda: sd.top_k(100), "peaked"),
     "top_p(0.5)": (lambda: sd.top_p(0.5), "peaked"),
     "top_p(0.99)": (lambda: sd.top_p(0.99, temperature=0.5), "peaked"),
     "top_p(0.9)-second-tier": (lambda: sd.top_p(0.9, temperature=1.2), "wide"),
-    "typical(0.9)": (lambda: sd.typical(0.9), "peaked"),
+    # at temperature 1 the bulk holds about half the mass and the typical set reaches into it (full row)
+    "typical(0.9)": (lambda: sd.typical(0.9, temperature=0.5), "peaked"),
     "sparsemax": (lambda: sd.sparsemax(), "peaked"),
     "entmax(1.5)": (lambda: sd.entmax(1.5), "peaked"),
 }
@@ -277,6 +280,7 @@ def test_window_path_equals_full_row_path(name, monkeypatch):
 
     decisions = record_choices(monkeypatch, _select, supports, closed_form)
     mask_w, supp_w, q_w = jax.jit(solve)(dec, x)
+    jax.effects_barrier()  # the recording callbacks run asynchronously: wait for them before reading
     assert any(decisions), f"no window decided the batch ({decisions}): the test would be vacuous"
     monkeypatch.undo()
     _force_full_rows(monkeypatch)
