@@ -693,7 +693,6 @@ _HOSTILE = {
 }
 for _case, _marks in _HOSTILE.items():
     KNOWN_VIOLATIONS.setdefault(_case, {}).update(_marks)
-KNOWN_VIOLATIONS["user-nonseparable"].update({"rows_benign@V20480": _H2_MIRROR, "rows_hostile@V20480": _H2_MIRROR})
 
 #: Presets the shared contract cannot call as ``probs(logits)`` alone, with the file that tests
 #: theirs: a second logits array (CFG, contrastive, DoLa), a coin drawn inside the rule (XTC),
