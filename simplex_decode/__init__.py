@@ -169,3 +169,4 @@ __all__ += ["CFG", "DRY", "XTC", "AmateurContrast", "DoLa", "Mirostat", "SecondS
 
 __all__ += ["config", "from_config"]
 __all__ += ["Constraint", "constrain", "constraints"]
+from . import sharding  # noqa: E402  (after Decoder and the presets it reads)
