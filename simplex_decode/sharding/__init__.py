@@ -59,9 +59,10 @@ from ..solvers.base import Solution
 from ..status import Status, raise_on_bad_rows
 from ._decode import SUPPORTED, NotSharded, draw_gumbel, draw_inverse_cdf, gumbel_noise, plan, solve_local
 from ._rows import BATCH, VOCAB, gargmax
+from . import hlo  # noqa: E402
 
 __all__ = ["BATCH", "VOCAB", "SUPPORTED", "NotSharded", "vocab_mesh", "logits_sharding", "shard", "covers",
-           "probs", "solve", "sample"]
+           "probs", "solve", "sample", "hlo"]
 
 
 def vocab_mesh(batch: int = 1, vocab: int | None = None, *, devices=None) -> Mesh:
@@ -138,8 +139,9 @@ def _prepare(decoder, logits, mesh):
     return kind, logits, mesh, leaves, treedef
 
 
-def _program(kind, mesh, treedef, n_leaves, draw):
-    """The shard_map'd per-shard program: ``(q, status)`` or ``(ids, status)``."""
+def _program(kind, mesh, treedef, n_leaves, draw=None, spec=None):
+    """The shard_map'd per-shard program: ``(q, status)``, or ``(ids, status)`` with
+    ``draw(q, offset, extra)`` (``extra``: one more input, sharded by ``spec``)."""
 
     def local(leaves, x, ok, *extra):
         dec = jax.tree.unflatten(treedef, leaves)
@@ -150,7 +152,7 @@ def _program(kind, mesh, treedef, n_leaves, draw):
         return draw(q, offset, *extra), status
 
     rows = P(BATCH)
-    extra = () if draw is None else (draw.spec,)
+    extra = () if draw is None else (spec,)
     return jax.shard_map(
         local,
         mesh=mesh,
@@ -190,16 +192,6 @@ def probs(decoder, logits, mesh: Mesh | None = None):
     return sol.q
 
 
-class _Draw:
-    """A per-shard draw and the spec of its extra input."""
-
-    def __init__(self, fn, spec):
-        self.fn, self.spec = fn, spec
-
-    def __call__(self, q, offset, *extra):
-        return self.fn(q, offset, *extra)
-
-
 @functools.partial(jax.jit, static_argnames=("kind", "mesh", "treedef", "k", "method"))
 def _sample(leaves, key, logits, *, kind, mesh, treedef, k, method):
     B, V = logits.shape
@@ -211,16 +203,18 @@ def _sample(leaves, key, logits, *, kind, mesh, treedef, k, method):
 
     def run(method):
         if kind == "argmax":  # the linear problem: its one-hot optimum, no draw
-            draw = _Draw(lambda q, offset, _: ids_of(q, offset), P(BATCH))
-            return _program(kind, mesh, treedef, len(leaves), draw)(leaves, logits, ok, keys)
-        if method == "inverse_cdf":
-            draw = _Draw(lambda q, offset, kk: draw_inverse_cdf(kk, q, offset, k), P(BATCH))
-            return _program(kind, mesh, treedef, len(leaves), draw)(leaves, logits, ok, keys)
-        noise = gumbel_noise(keys, k, V, jnp.float64 if logits.dtype == jnp.float64 else jnp.float32)
-        noise = lax.with_sharding_constraint(noise, NamedSharding(mesh, P(BATCH, None, VOCAB)))
-        draw = _Draw(lambda q, offset, g: draw_gumbel(g, q, offset + lax.broadcasted_iota(jnp.int32, q.shape, 1)),
-                     P(BATCH, None, VOCAB))
-        return _program(kind, mesh, treedef, len(leaves), draw)(leaves, logits, ok, noise)
+            draw, spec, extra = (lambda q, offset, _: ids_of(q, offset)), P(BATCH), keys
+        elif method == "inverse_cdf":
+            draw, spec, extra = (lambda q, offset, kk: draw_inverse_cdf(kk, q, offset, k)), P(BATCH), keys
+        else:  # the single-device noise, generated where it is used (threefry is partitionable)
+            spec = P(BATCH, None, VOCAB)
+            noise = gumbel_noise(keys, k, V, jnp.float64 if logits.dtype == jnp.float64 else jnp.float32)
+            extra = lax.with_sharding_constraint(noise, NamedSharding(mesh, spec))
+
+            def draw(q, offset, g):
+                return draw_gumbel(g, q, offset + lax.broadcasted_iota(jnp.int32, q.shape, 1))
+
+        return _program(kind, mesh, treedef, len(leaves), draw, spec)(leaves, logits, ok, extra)
 
     if method == "auto" and kind != "argmax":  # as sample_from_probs: inverse CDF on CPU, Gumbel-max elsewhere
         ids, status = lax.platform_dependent(cpu=lambda: run("inverse_cdf"), default=lambda: run("gumbel"))
