@@ -7,7 +7,8 @@ For each decoder covered by ``sd.sharding``, the decoding step ``sd.sharding.sam
 key, logits, mesh)`` is compiled for 8 host devices and the operand bytes of every
 collective in the compiled HLO are summed per device, each multiplied by the trip count of
 the loops around it (``sd.sharding.hlo.bytes_communicated``; both branches of a
-``lax.cond`` are counted, so it is an upper bound). The baseline is what a serving stack
+``lax.cond`` are counted, so it is an upper bound), with the number of collective rounds
+(latency: a threshold bisection is one small all-reduce per bit, 31–34 rounds). The baseline is what a serving stack
 does instead: an all-gather of the logits to every device of the row (compiled the same
 way, ``with_sharding_constraint`` to ``P("batch", None)``). Nothing is timed. Prints a
 markdown table (the README's "Sharded logits" section).
@@ -39,9 +40,11 @@ DECODERS = {
 }
 
 
-def step_bytes(fn, x):
+def step_bytes(fn, x, nv):
+    """(bytes, collective rounds, vocabulary-sized gathers) of ``fn``'s compiled program."""
     text = jax.jit(fn).lower(x).compile().as_text()
-    return sd.sharding.hlo.bytes_communicated(text), len(sd.sharding.hlo.vocab_gathers(text, x.shape[-1] // 8))
+    rounds = sum(c.runs for c in sd.sharding.hlo.collectives(text))
+    return sd.sharding.hlo.bytes_communicated(text), rounds, len(sd.sharding.hlo.vocab_gathers(text, x.shape[-1] // nv))
 
 
 def main(argv=None):
@@ -56,22 +59,22 @@ def main(argv=None):
     key = jax.random.key(0)
     print(f"mesh {nb} (batch) × {nv} (vocab), B = {a.B}, float32 logits; bytes per device per step "
           "(operand bytes of the compiled collectives × loop trips)\n")
-    cols = " | ".join(f"{m} bytes" for m in a.methods)
+    cols = " | ".join(f"{m} bytes (rounds)" for m in a.methods)
     print(f"| V | decoder | {cols} | all-gather of the logits | ratio (best) | vocab-sized gathers |")
-    print("|---|---|" + "---:|" * (len(a.methods) + 2) + "---:|")
+    print("|---|---|" + "---:|" * (len(a.methods) + 3))
     for V in a.V:
         x = sd.sharding.shard(jnp.zeros((a.B, V), jnp.float32), mesh)
         gathered = NamedSharding(mesh, P("batch", None))
-        base, _ = step_bytes(lambda x: jax.lax.with_sharding_constraint(x, gathered) * 1.0, x)
+        base, _, _ = step_bytes(lambda x: jax.lax.with_sharding_constraint(x, gathered) * 1.0, x, nv)
         for name, make in DECODERS.items():
             dec = make()
             row, worst = [], 0
             for m in a.methods:
-                b, g = step_bytes(lambda x, dec=dec, m=m: sd.sharding.sample(dec, key, x, mesh, method=m), x)
-                row.append(b)
+                b, r, g = step_bytes(lambda x, dec=dec, m=m: sd.sharding.sample(dec, key, x, mesh, method=m), x, nv)
+                row.append((b, r))
                 worst = max(worst, g)
-            print(f"| {V} | {name} | " + " | ".join(f"{b:,}" for b in row)
-                  + f" | {base:,} | {base / min(row):,.0f}× | {worst} |", flush=True)
+            print(f"| {V} | {name} | " + " | ".join(f"{b:,} ({r})" for b, r in row)
+                  + f" | {base:,} | {base / min(b for b, _ in row):,.0f}× | {worst} |", flush=True)
 
 
 if __name__ == "__main__":

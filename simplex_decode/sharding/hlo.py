@@ -55,6 +55,7 @@ def _shapes(text):
 def _computations(text):
     comps, name, entry = {}, None, None
     for line in text.splitlines():
+        line = re.sub(r"/\*.*?\*/", "", line)  # /*index=5*/ in tuple types
         m = _COMP.match(line)
         if m and "=" not in line.split("{")[0]:
             name = m.group(1)
@@ -68,26 +69,26 @@ def _computations(text):
 
 def collectives(text: str) -> list[Collective]:
     """Every collective of the HLO ``text`` (``compiled.as_text()``) with its run count."""
-    comps, entry = _computations(text)
-    runs = {entry: 1} if entry else {}
-    order = [entry] if entry else list(comps)
-    seen = set(order)
-    while order:  # propagate run counts down the call graph (loops multiply)
-        name = order.pop(0)
-        for line in comps.get(name, ()):
-            callees = []
+    comps, _ = _computations(text)
+    calls = {}  # computation -> [(callee, trips)]
+    for name, lines in comps.items():
+        for line in lines:
             w = _WHILE.search(line)
             if w:
                 trip = _TRIP.search(line)
-                callees.append((w.group(1), int(trip.group(1)) if trip else 1))
+                calls.setdefault(name, []).append((w.group(1), int(trip.group(1)) if trip else 1))
             for group in _CALLS.findall(line):
-                callees += [(c.strip().lstrip("%"), 1) for c in group.split(",") if c.strip()]
+                calls.setdefault(name, []).extend((c.strip().lstrip("%"), 1) for c in group.split(",") if c.strip())
+    # runs per call: the largest product of trip counts on a path from a root (loops multiply)
+    runs = dict.fromkeys(comps, 1)
+    for _ in range(len(comps)):
+        changed = False
+        for name, callees in calls.items():
             for callee, n in callees:
-                if callee in comps:
-                    runs[callee] = max(runs.get(callee, 0), runs.get(name, 1) * n)
-                    if callee not in seen:
-                        seen.add(callee)
-                        order.append(callee)
+                if callee in runs and runs[name] * n > runs[callee]:
+                    runs[callee], changed = runs[name] * n, True
+        if not changed:
+            break
     defs = {}  # instruction name -> its result type (operands are printed by name only)
     for lines in comps.values():
         for line in lines:
