@@ -12,7 +12,8 @@ control program that does gather, so that the HLO assertion is seen to fail.
 Default profile (~60 s on this 2-core machine): V = 256, every covered case, on the 2×4 mesh
 (both axes sharded), the control and Gumbel-max draws, and top-p at V = 32000. Full profile
 (``python -m pytest -m slow tests/test_sharding.py``, ~10 min here): V = 256 and 32000,
-every covered case, every mesh (1×8: vocabulary only, 4×1: batch only, 2×4: both).
+every covered case, every mesh (1×8: vocabulary only, 4×1: batch only, 2×4: both), and the
+two-process (multi-host) run.
 """
 
 from __future__ import annotations
@@ -152,3 +153,28 @@ def test_bad_arguments_name_the_parameter():
         sd.sharding.probs(sd.top_k(2), jnp.zeros((2, 4)), mesh="not a mesh")
     with pytest.raises(ValueError, match="top_k: `k`"):
         sd.sharding.probs(sd.top_k(9), jnp.zeros((2, 4)), _mesh1())
+
+
+@pytest.mark.slow
+def test_two_processes_agree_with_one(tmp_path):
+    """Multi-host: two processes on this machine (2 CPU devices each, gloo collectives) form a
+    2 × 2 mesh whose vocabulary axis crosses the processes; each process's rows of q and ids
+    equal the single-process answer (tests/sharding_multihost_worker.py)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("XLA_FLAGS", None)
+    worker = ROOT / "tests" / "sharding_multihost_worker.py"
+    procs = [subprocess.Popen([sys.executable, str(worker), str(i), port, str(tmp_path / f"p{i}.json")], env=env,
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log[-3000:]
+    for i in range(2):
+        res = json.loads((tmp_path / f"p{i}.json").read_text())
+        assert all({pid for _, pid in row} == {0, 1} for row in res["mesh"]), res["mesh"]  # rows span both
+        for name in ("top_p", "top_k", "sparsemax"):
+            assert res[name]["max_abs_diff"] <= 1e-6 and res[name]["ids_equal"], (i, name, res[name])

@@ -51,7 +51,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .._pytree import params_ok
+from .._pytree import is_concrete, params_ok
 from ..decoder import Decoder
 from ..objective import as_logits
 from ..sampling import check_sample_args, row_keys
@@ -162,6 +162,15 @@ def _program(kind, mesh, treedef, n_leaves, draw=None, spec=None):
     )
 
 
+def _raise_on_bad_rows(status, decoder):
+    """As the Decoder raises; a status spread over processes is first gathered (B ints)."""
+    if is_concrete(status) and isinstance(status, jax.Array) and not status.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        status = multihost_utils.process_allgather(status, tiled=True)
+    raise_on_bad_rows(status, None, decoder.objective.stage_names)
+
+
 def _ok_rows(decoder, B, V):
     return jnp.broadcast_to(jnp.asarray(params_ok(decoder, (B,), V), bool), (B,))
 
@@ -188,7 +197,7 @@ def probs(decoder, logits, mesh: Mesh | None = None):
     Raises ``ValueError`` on bad rows in eager calls (under ``jit``: zeros, or
     :func:`simplex_decode.checked` to raise)."""
     sol = solve(decoder, logits, mesh)
-    raise_on_bad_rows(sol.status, None, decoder.objective.stage_names)
+    _raise_on_bad_rows(sol.status, decoder)
     return sol.q
 
 
@@ -233,5 +242,5 @@ def sample(decoder, key, logits, mesh: Mesh | None = None, *, num_samples=None, 
     num_samples = check_sample_args(key, logits.shape[:-1], num_samples, method)
     k = 1 if num_samples is None else num_samples
     ids, status = _sample(leaves, key, logits, kind=kind, mesh=mesh, treedef=treedef, k=k, method=method)
-    raise_on_bad_rows(status, None, decoder.objective.stage_names)
+    _raise_on_bad_rows(status, decoder)
     return ids[:, 0] if num_samples is None else ids
