@@ -9,8 +9,8 @@ sampled ids identical (3 draws per row, one key), results sharded like the input
 all-gather in the compiled program whose operand has a vocabulary-sized dimension — with a
 control program that does gather, so that the HLO assertion is seen to fail.
 
-Default profile (~60 s on this 2-core machine): V = 256, every covered case, on the 2×4 mesh
-(both axes sharded), the control and Gumbel-max draws, and top-p at V = 32000. Full profile
+Default profile (~60 s of CPU): V = 256, every covered case, on the 2×4 mesh (both axes
+sharded), the control and Gumbel-max draws, and the in-process checks. Full profile
 (``python -m pytest -m slow tests/test_sharding.py``, ~10 min here): V = 256 and 32000,
 every covered case, every mesh (1×8: vocabulary only, 4×1: batch only, 2×4: both), and the
 two-process (multi-host) run.
@@ -80,6 +80,7 @@ def test_sharded_equals_single_device(small, case):
     _check(small[case, "2x4"])
 
 
+@pytest.mark.slow
 def test_sharded_equals_single_device_v32000(large):
     """V = 32000: the single-device top-p takes its candidate-window path, the sharded one bisects."""
     _check(large["top_p", "2x4"])
@@ -178,3 +179,13 @@ def test_two_processes_agree_with_one(tmp_path):
         assert all({pid for _, pid in row} == {0, 1} for row in res["mesh"]), res["mesh"]  # rows span both
         for name in ("top_p", "top_k", "sparsemax"):
             assert res[name]["max_abs_diff"] <= 1e-6 and res[name]["ids_equal"], (i, name, res[name])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("values", (1, 2))
+def test_other_parameter_values(tmp_path_factory, values):
+    """The suite's second and third value sets (k = 1 with a tie at the top split over two
+    shards: the cross-shard tie cut; p = 1; α = 1.2 and 3), vocabulary over 8 devices."""
+    res = _run_worker(tmp_path_factory, "--vocab", "256", "--meshes", "1x8", "--values", str(values))
+    for case in COVERED:
+        _check(res[case, "1x8"])
