@@ -9,21 +9,19 @@ to the single-process answer (the Decoder on one local device) as JSON.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pathlib import Path
 
 
 def main():
+    # here, not at import: pytest's doctest collection imports this file into its own process
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import jax
+    import numpy as np
+
     pid, port, out = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
