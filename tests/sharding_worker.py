@@ -16,6 +16,7 @@ if __name__ == "__main__":  # (imported for logits_for, it leaves the importer's
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -43,6 +44,11 @@ def logits_for(B, V, seed=0):
     if B > 2:
         x[2, V // 3 : V // 2] = -np.inf
     return jnp.asarray(x)
+
+
+def largest_operand(text):
+    """The most elements any one collective operand of the compiled program holds."""
+    return max((math.prod(dims) for c in sd.sharding.hlo.collectives(text) for _, dims in c.operands), default=0)
 
 
 def sharded_like(q, ids, x, mesh):
@@ -88,6 +94,7 @@ def main(argv=None):
                 "sharded_like_input": sharded_like(q, ids, x, mesh),
                 "vocab_gathers": [c.line[:200] for c in sd.sharding.hlo.vocab_gathers(text, V // nv)],
                 "collectives": len(sd.sharding.hlo.collectives(text)),
+                "largest_operand": largest_operand(text),
             })
             print(json.dumps(out[-1]), flush=True)
     if a.extras:
@@ -112,10 +119,12 @@ def extras(logits, key, shape):
     fn = jax.jit(lambda x: sd.sharding.sample(dec, key, x, mesh, num_samples=3, method="gumbel"))
     ids = fn(x)
     ids0 = dec.sample(key, logits, num_samples=3, method="gumbel")
+    text = fn.lower(x).compile().as_text()
     gumbel = {"case": "top_p-gumbel", "mesh": control["mesh"], "max_abs_diff": 0.0,
               "ids_equal": bool(np.array_equal(np.asarray(ids), np.asarray(ids0))),
               "sharded_like_input": sharded_like(x, ids, x, mesh),
-              "vocab_gathers": [c.line[:200] for c in sd.sharding.hlo.vocab_gathers(fn.lower(x).compile().as_text(), V // shape[1])]}
+              "vocab_gathers": [c.line[:200] for c in sd.sharding.hlo.vocab_gathers(text, V // shape[1])],
+              "largest_operand": largest_operand(text)}
     print(json.dumps(control), json.dumps(gumbel), sep="\n", flush=True)
     return [control, gumbel]
 

@@ -71,6 +71,7 @@ def _check(r):
     assert r["max_abs_diff"] <= 1e-6, r
     assert r["ids_equal"], r
     assert r["vocab_gathers"] == [], r["vocab_gathers"]
+    assert r["largest_operand"] <= 4 * 3, r  # no collective moves more than a number per row and draw
     assert r["sharded_like_input"], r
 
 

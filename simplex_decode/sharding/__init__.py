@@ -32,7 +32,7 @@ Example:
   >>> import jax, simplex_decode as sd
   >>> mesh = sd.sharding.vocab_mesh(batch=1, vocab=1)
   >>> logits = sd.sharding.shard(jax.random.normal(jax.random.key(0), (2, 64)), mesh)
-  >>> dec = sd.top_p(0.9, temperature=0.7)
+  >>> dec = sd.min_p(0.1, temperature=0.7)
   >>> q = sd.sharding.probs(dec, logits, mesh)
   >>> bool(jax.numpy.allclose(q, dec.probs(logits), atol=1e-6))
   True
