@@ -65,7 +65,7 @@ def main(argv=None):
     for V in a.V:
         x = sd.sharding.shard(jnp.zeros((a.B, V), jnp.float32), mesh)
         gathered = NamedSharding(mesh, P("batch", None))
-        base, _, _ = step_bytes(lambda x: jax.lax.with_sharding_constraint(x, gathered) * 1.0, x, nv)
+        base, _, _ = step_bytes(lambda x, g=gathered: jax.lax.with_sharding_constraint(x, g) * 1.0, x, nv)
         for name, make in DECODERS.items():
             dec = make()
             row, worst = [], 0

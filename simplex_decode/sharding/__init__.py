@@ -57,9 +57,9 @@ from ..objective import as_logits
 from ..sampling import check_sample_args, row_keys
 from ..solvers.base import Solution
 from ..status import Status, raise_on_bad_rows
+from . import hlo
 from ._decode import SUPPORTED, NotSharded, draw_gumbel, draw_inverse_cdf, gumbel_noise, plan, solve_local
 from ._rows import BATCH, VOCAB, gargmax
-from . import hlo  # noqa: E402
 
 __all__ = ["BATCH", "VOCAB", "SUPPORTED", "NotSharded", "vocab_mesh", "logits_sharding", "shard", "covers",
            "probs", "solve", "sample", "hlo"]
