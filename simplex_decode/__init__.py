@@ -169,9 +169,10 @@ __all__ += ["CFG", "DRY", "XTC", "AmateurContrast", "DoLa", "Mirostat", "SecondS
 
 __all__ += ["config", "from_config"]
 __all__ += ["Constraint", "constrain", "constraints"]
-
 # A row sum with the same bits in any batch (XLA's jnp.sum may differ in its last bit between
 # a batch of one and a batch of eight): for user terms that want bitwise row independence.
 from ._numerics import row_sum  # noqa: E402
 
 __all__ += ["row_sum"]
+
+from . import sharding  # noqa: E402  (after Decoder and the presets it reads)
