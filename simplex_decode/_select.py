@@ -107,7 +107,7 @@ def topk_mask(x, k, mask):
         key = ordered_key(jnp.where(mask, x, -jnp.inf))
         return jnp.where(mask, key, jnp.zeros((), key.dtype))
 
-    def full_row(x, mask):
+    def full_row(x, mask, k):
         key = keys(x, mask)
         t = _kth_key(key, k, mask)
         r = k - jnp.sum(mask & (key > t), axis=-1, keepdims=True, dtype=jnp.int32)
@@ -118,7 +118,7 @@ def topk_mask(x, k, mask):
     # could merge distinct values
     win = window(xm, mask, fill=-jnp.inf) if xm.dtype == jnp.float32 else None
     if win is None:
-        t, cut = full_row(x, mask)
+        t, cut = full_row(x, mask, k)
     else:
         wx, wmask = win.values
         kcap = min(KCAP, wx.shape[-1])
@@ -132,7 +132,8 @@ def topk_mask(x, k, mask):
         # that value is finite, so the window holds k valid entries); rows with fewer
         # than k finite entries take the full-row path.
         fits = (ordered_key(win.outside) < t_w) & (k <= kcap)
-        t, cut = choose(fits, (t_w, cut_w), full_row, x, mask)
+        k_rows = jnp.broadcast_to(k, fits.shape)  # per row: gathered with the failing rows
+        t, cut = choose(fits, (t_w, cut_w), full_row, x, mask, k_rows)
     key = keys(x, mask)
     ids = lax.broadcasted_iota(jnp.int32, key.shape, key.ndim - 1)
     return mask & ((key > t) | ((key == t) & (ids <= cut)))

@@ -19,9 +19,10 @@ language-model logits those entries are few. This module is the one implementati
   ``rest < t`` (or ``≤``, or a mass condition; each rule states its own). Rows whose
   certificate fails take the caller's full-row algorithm, row by row: :func:`choose`.
 
-Bitwise row independence: :func:`choose` selects *per row* between the candidate result
-and the full-row result (the full row runs only when some row needs it), so a row's
-result never depends on which path its neighbours take.
+Per-row fallback and bitwise row independence: :func:`choose` runs the full-row algorithm
+only on the rows that fail (gathered into bounded sub-batches, then scattered back), and
+keeps the candidate result on the others, so one flat row costs a sub-batch of full rows,
+not the whole batch, and a row's result never depends on which path its neighbours take.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 
 __all__ = [
-    "BLOCK", "WINDOW_BLOCKS", "Window", "Candidates", "window", "take_blocks", "scatter", "scatter_ids", "choose",
+    "BLOCK", "WINDOW_BLOCKS", "Window", "Candidates", "window", "take_blocks", "scatter", "scatter_ids", "choose", "fallback_cap",
 ]
 
 BLOCK = 64
@@ -185,20 +186,69 @@ def _select_rows(ok, fast, slow):
     return jax.tree.map(pick, fast, slow)
 
 
+def fallback_cap(n_rows: int) -> int:
+    """Rows of one full-row sub-batch in :func:`choose`: a quarter of the batch (at least 1)."""
+    return max(1, n_rows // 4)
+
+
+def _rows_of(x, B):
+    """Whether a leaf of the operands is per row (leading axis = the batch of ``B`` rows)."""
+    return jnp.ndim(x) >= 1 and jnp.shape(x)[0] == B
+
+
 def choose(ok, fast, slow, *operands):
     """Per row: ``fast`` where the row's certificate ``ok`` holds, else ``slow(*operands)``.
 
     ``ok`` has shape ``batch + (1,)``; every leaf of ``fast`` (and of ``slow``'s result)
-    starts with the batch axes. ``slow`` runs only when some row fails its certificate
-    (``lax.cond``), and then every row still gets its own path's value: a row that is
-    certified keeps the candidate result bit for bit whatever its neighbours need. Pass
-    the full-row inputs as ``operands`` (not closed over derived arrays) so that the
-    full-row work stays inside the branch.
+    starts with the batch axes. ``slow`` runs only for the rows that fail their
+    certificate: with a batch of ``B > 1`` rows (one batch axis), those rows are gathered
+    into sub-batches of :func:`fallback_cap` rows (``B // 4``), ``slow`` runs on each
+    sub-batch that holds a failing row (a ``lax.scan`` of ``lax.cond``, one compiled copy
+    of ``slow``), and its rows are scattered back; the certified rows keep the candidate
+    result. Each row gets its own path's value, bit for bit whatever its neighbours need
+    (``slow`` computes row by row). Pass the full-row inputs as ``operands`` (not closed
+    over derived arrays) so that the full-row work stays inside the branch: operand leaves
+    whose leading axis has the batch's length are per row (gathered), every other leaf is
+    shared by the rows (a scalar, or an array that broadcasts against one row). With
+    several batch axes ``slow`` runs on the whole batch (``lax.cond``) when a row fails.
     """
     ok = jnp.asarray(ok, bool)
-    return lax.cond(
-        jnp.all(ok),
-        lambda *_: fast,
-        lambda *ops: _select_rows(ok, fast, slow(*ops)),
-        *operands,
-    )
+    batch = ok.shape[:-1]
+    B = math.prod(batch)
+    if len(batch) != 1 or B <= 1:
+        return lax.cond(
+            jnp.all(ok),
+            lambda *_: fast,
+            lambda *ops: _select_rows(ok, fast, slow(*ops)),
+            *operands,
+        )
+    cap = fallback_cap(B)
+    n_chunks = -(-B // cap)
+    bad = ~ok[:, 0]
+    n_bad = jnp.sum(bad, dtype=jnp.int32)
+    # the failing rows in order, padded (to whole chunks) with the first failing row: a
+    # padding row repeats work that is done anyway and its result is dropped
+    (rows,) = jnp.nonzero(bad, size=n_chunks * cap, fill_value=B)
+    first = rows[0]
+    gather_rows = jnp.where(rows < B, rows, first).reshape(n_chunks, cap)
+    scatter_rows = rows.reshape(n_chunks, cap)  # B (out of range): dropped
+    fast = jax.tree.map(jnp.asarray, fast)
+
+    def solve_chunk(out, i):
+        def run(out):
+            g = gather_rows[i]
+            sub = jax.tree.map(lambda x: x[g] if _rows_of(x, B) else x, operands)
+            res = slow(*sub)
+            r = scatter_rows[i]
+
+            def put(o, v):
+                if o.ndim < 1:  # a value shared by the batch (a count): the fast one's
+                    return o
+                return o.at[r].set(jnp.asarray(v).astype(o.dtype), mode="drop")
+
+            return jax.tree.map(put, out, res)
+
+        return lax.cond(i * cap < n_bad, run, lambda out: out, out), None
+
+    out, _ = lax.scan(solve_chunk, fast, jnp.arange(n_chunks))
+    return out

@@ -206,37 +206,40 @@ def nucleus_mask(x, p, mask):
     tail = (1.0 - p.astype(e.dtype)) * z
     no_veto = jnp.zeros(tail.shape, bool)
 
-    def cut_from(veto, x, e, tail, mask, tiers=TIERS):
+    def cut_from(x, e, tail, mask, z, veto, tiers=TIERS):
         """(t, cut) from the first tier whose candidates provably hold the cut (rows in
-        ``veto`` are known not to fit this tier and skip it)."""
+        ``veto`` are known not to fit this tier and skip it). Every per-row input is an
+        argument: the rows that fall back are gathered into sub-batches (``choose``)."""
         c = _candidates(jnp.where(mask, x, -jnp.inf), e, tiers[0]) if tiers else None
         if c is None:
             if tiers:  # the row is too short for this tier's window
-                return cut_from(no_veto, x, e, tail, mask, tiers[1:])
+                return cut_from(x, e, tail, mask, z, jnp.zeros_like(veto), tiers[1:])
             t, below = _nucleus_threshold(e, tail, jnp.zeros_like(tail))
             return t, _nucleus_ties(e, mask, t, below, tail, None)
         t_w, below_w = _nucleus_threshold(c.ev, tail, c.small)
         cut_w = _nucleus_ties(c.ev, c.ev > 0, t_w, below_w, tail, c.cand.ids)
         # small <= tail: the cut lies strictly above `rest`, among the candidates
         fits = (c.small <= tail) & ~veto
-        wider = functools.partial(cut_from, no_veto, tiers=tiers[1:])
-        if len(tiers) >= 2:
-            # A row cannot fit the next tier when, beyond these candidates, its nucleus
-            # needs more mass (z − tail − Σ candidates) than the next window's entries of
-            # at most `rest` each can carry: it skips that tier, and when every row that
-            # is not served here is such a row, the tier is not computed at all.
-            block, n_select, _ = tiers[1]
-            need = jnp.maximum(z - tail - row_sum(c.ev), 0.0)
-            hopeless = need > c.rest * (n_select * block)
-            skip = functools.partial(cut_from, no_veto, tiers=tiers[2:])
-            next_tier = functools.partial(cut_from, hopeless, tiers=tiers[1:])
+        ops = (x, e, tail, mask, z)
+        if len(tiers) < 2:
+            return choose(fits, (t_w, cut_w), functools.partial(cut_from, tiers=tiers[1:]), *ops, jnp.zeros_like(veto))
+        # A row cannot fit the next tier when, beyond these candidates, its nucleus needs
+        # more mass (z − tail − Σ candidates) than the next window's entries of at most
+        # `rest` each can carry: it skips that tier, and when every row that is not served
+        # here is such a row, the tier is not computed at all.
+        block, n_select, _ = tiers[1]
+        need = jnp.maximum(z - tail - row_sum(c.ev), 0.0)
+        hopeless = need > c.rest * (n_select * block)
 
-            def wider(*ops, fits=fits, hopeless=hopeless, skip=skip, next_tier=next_tier):
-                return lax.cond(jnp.all(fits | hopeless), skip, next_tier, *ops)
+        def wider(x, e, tail, mask, z, hopeless, done):
+            ops = (x, e, tail, mask, z)
+            skip = functools.partial(cut_from, tiers=tiers[2:])
+            next_tier = functools.partial(cut_from, tiers=tiers[1:])
+            return lax.cond(jnp.all(done), lambda *a: skip(*a[:-1], jnp.zeros_like(a[-1])), next_tier, *ops, hopeless)
 
-        return choose(fits, (t_w, cut_w), wider, x, e, tail, mask)
+        return choose(fits, (t_w, cut_w), wider, *ops, hopeless, fits | hopeless)
 
-    t, cut = cut_from(no_veto, x, e, tail, mask)
+    t, cut = cut_from(x, e, tail, mask, z, no_veto)
     ids = lax.broadcasted_iota(jnp.int32, e.shape, e.ndim - 1)
     return mask & ((e > t) | ((e == t) & (ids <= cut)))
 

@@ -226,3 +226,21 @@ def test_per_row_weights_and_greedy_rows(paths, monkeypatch):
         assert np.abs(q[b] - ref[0]).max() <= 5e-7
     q_full, _ = _full_path(monkeypatch, _solve, terms, x)
     assert np.abs(q - q_full).max() <= 5e-7
+
+
+def test_per_row_fallback_gathers_per_row_weights(paths):
+    """B = 8, per-row weights, one flat row: the row that fails the certificate is solved
+    in a sub-batch (its weight gathered with it) and every row equals, bit for bit, the
+    same row solved alone with its own weight."""
+    x = _logits("peaked", 8, V, 21)
+    x[5] = synthetic_logits("flat", 1, V, 22)[0]
+    lam = np.linspace(0.4, 1.1, 8).astype(np.float32)
+
+    def terms(w):
+        return (sd.Tsallis(1.3, weight=jnp.asarray(w)), sd.SquaredL2(0.4))
+
+    q, converged = jax.tree.map(np.asarray, _solve(terms(lam), jnp.asarray(x)))
+    assert paths == [False] and converged.all()
+    for b in range(8):
+        q_b, _ = _solve(terms(lam[b : b + 1]), jnp.asarray(x[b : b + 1]))
+        np.testing.assert_array_equal(q[b], np.asarray(q_b)[0])

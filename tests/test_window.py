@@ -205,7 +205,9 @@ def test_top_p_second_tier_holds_nuclei_of_hundreds(paths, monkeypatch):
     np.testing.assert_array_equal(got, _full_row(monkeypatch, sup.nucleus_mask, *args))
     want, amb = _topp_ref(probs, 0.8, np.ones(x.shape, bool))
     np.testing.assert_array_equal(got[~amb], want[~amb])
-    assert paths == [False, True]  # first tier overflows, the second certifies
+    # first tier overflows on both rows; the second tier runs on each failing row's
+    # sub-batch (B = 2: one row each, see _window.choose) and certifies it
+    assert paths == [False, True, True]
 
 
 def test_top_p_skips_the_wider_tier_when_no_row_can_fit(paths, monkeypatch):
@@ -218,3 +220,39 @@ def test_top_p_skips_the_wider_tier_when_no_row_can_fit(paths, monkeypatch):
     assert paths == [False]
     np.testing.assert_array_equal(got, _full_row(monkeypatch, sup.nucleus_mask, *args))
     assert got.sum(-1).min() > 30000
+
+
+@pytest.mark.parametrize("failing", [[5], [0, 3, 4, 6, 7]])
+def test_choose_runs_the_full_row_path_on_the_failing_rows_only(failing):
+    """Per-row fallback: the full-row function sees sub-batches of B // 4 rows gathered
+    from the failing rows (here 1 of 8, then 5 of 8: three sub-batches), per-row operands
+    gathered and shared ones passed through; the result equals, bit for bit, a per-row
+    choice between the fast result and the full-row function run on the whole batch."""
+    B, V = 8, 50
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((B, V)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((B, 1)), jnp.float32)
+    shared = jnp.asarray(rng.standard_normal(V), jnp.float32)
+    ok = jnp.asarray(~np.isin(np.arange(B), failing))[:, None]
+    seen = []
+
+    def slow(x, k, shared):
+        seen.append(x.shape)
+        return jnp.exp(x * k) + shared, jnp.sum(x, axis=-1, keepdims=True)
+
+    fast = (x * 2.0, jnp.zeros((B, 1), jnp.float32))
+    got = jax.jit(lambda ok, fast, *ops: _window.choose(ok, fast, slow, *ops))(ok, fast, x, k, shared)
+    assert seen == [(_window.fallback_cap(B), V)]  # traced once, on a sub-batch of 2 rows
+    want = jax.tree.map(lambda f, s: np.where(np.asarray(ok), f, s), fast, slow(x, k, shared))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(g), w)
+
+
+def test_one_flat_row_among_peaked_keeps_every_row_bitwise():
+    """top-p at B = 8 with one flat row: every row equals the same row decoded alone."""
+    x = synthetic_logits("peaked", 8, 20000, 12)
+    x[3] = synthetic_logits("flat", 1, 20000, 13)[0]
+    dec = sd.top_p(0.95, temperature=0.8)
+    q = np.asarray(jax.jit(dec.probs)(jnp.asarray(x)))
+    for b in range(8):
+        np.testing.assert_array_equal(q[b], np.asarray(jax.jit(dec.probs)(jnp.asarray(x[b : b + 1])))[0])

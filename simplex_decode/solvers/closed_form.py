@@ -113,8 +113,9 @@ def _sparsemax_step(xm, tau):
 def _threshold_solution(x, am1, mask, output, *, exact_step=False):
     """``output(xm, τ)`` with τ solving Σ_v [x_v − τ]_+^{1/am1} = 1 over the mask
     (x = (α−1)·z shifted so that its largest entry is 0, ``xm`` = x masked with −inf);
-    ``output`` maps entries to their probabilities, gives 0 where ``xm ≤ τ`` and
-    normalises them.
+    ``output(xm, τ, am1)`` maps entries to their probabilities, gives 0 where ``xm ≤ τ``
+    and normalises them (per-row values reach it as arguments: the full-row path runs on
+    the failing rows only, see ``choose``).
 
     τ is solved on the :data:`KCAP` largest entries of a candidate window when every
     other entry lies at or below the resulting τ (then it is the row's τ: they carry no
@@ -130,7 +131,7 @@ def _threshold_solution(x, am1, mask, output, *, exact_step=False):
 
     def full_row(xm, am1):
         n = jnp.sum(xm > -jnp.inf, axis=-1, keepdims=True).astype(xm.dtype)
-        return output(xm, solve(xm, am1, n))
+        return output(xm, solve(xm, am1, n), am1)
 
     # float32 only: XLA's fast top-k is float32, and a float32 copy of float64 values
     # could not certify the window exactly
@@ -142,7 +143,7 @@ def _threshold_solution(x, am1, mask, output, *, exact_step=False):
     n_c = jnp.sum(c.values > -jnp.inf, axis=-1, keepdims=True).astype(xm.dtype)
     tau_w = solve(c.values, am1, n_c)
     fits = (c.rest <= tau_w) & (n_c > 0)
-    return choose(fits, win.scatter(output(wx, tau_w)), full_row, xm, am1)
+    return choose(fits, win.scatter(output(wx, tau_w, am1)), full_row, xm, am1)
 
 
 def _normalised(p):
@@ -154,7 +155,7 @@ def sparsemax(z, mask):
     """``argmax_{q ∈ Δ, supp ⊆ mask} <q, z> − ½‖q‖²`` (Euclidean projection of z)."""
     x = jnp.where(mask, z - row_shift(z, mask), 0.0)
     return _threshold_solution(
-        x, jnp.ones_like(z[..., :1]), mask, lambda xm, tau: _normalised(jnp.maximum(xm - tau, 0.0)), exact_step=True
+        x, jnp.ones_like(z[..., :1]), mask, lambda xm, tau, _: _normalised(jnp.maximum(xm - tau, 0.0)), exact_step=True
     )
 
 
@@ -177,7 +178,7 @@ def entmax(z, alpha, mask):
     """
     am1 = _per_row(alpha, z) - 1.0
 
-    def output(xm, tau):
+    def output(xm, tau, am1):
         return _normalised(jnp.maximum(xm - tau, 0.0) ** (1.0 / am1))
 
     # shifted first: (α − 1)·z overflows for α > 2 and z near the float maximum
