@@ -168,7 +168,7 @@ __all__ += ["CFG", "DRY", "XTC", "AmateurContrast", "DoLa", "Mirostat", "SecondS
             "dry_sequence_breakers", "mirostat", "xtc"]
 
 __all__ += ["config", "from_config"]
-__all__ += ["Constraint", "constrain", "constraints"]
+__all__ += ["Constraint", "constrain", "constraints", "sharding"]
 # A row sum with the same bits in any batch (XLA's jnp.sum may differ in its last bit between
 # a batch of one and a batch of eight): for user terms that want bitwise row independence.
 from ._numerics import row_sum  # noqa: E402
