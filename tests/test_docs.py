@@ -74,7 +74,13 @@ def _run(code, page, namespace, monkeypatch):
     exec(compile(code, f"{page.name} block", "exec"), namespace)
 
 
-@pytest.mark.parametrize("i", range(len(_python_blocks(PAGES[0]))))
+def _block_params(page):
+    """One param per block; a block that imports torch / transformers is marked ``torch``."""
+    return [pytest.param(i, marks=[pytest.mark.torch] if _imports(code) & {"torch", "transformers"} else [])
+            for i, code in enumerate(_python_blocks(page))]
+
+
+@pytest.mark.parametrize("i", _block_params(PAGES[0]))
 def test_readme_python_blocks_run_as_written(i, monkeypatch):
     """Each README block on its own (a reader copies one)."""
     _run(_python_blocks(PAGES[0])[i], PAGES[0], {"__name__": "__main__"}, monkeypatch)

@@ -347,6 +347,7 @@ def test_greedy_next_token_is_paris(smollm):
 
 
 @needs_model
+@pytest.mark.torch
 def test_logits_parity_with_transformers(smollm, hf):
     _, config, params, tok, step = smollm
     _, hf_logits = hf
@@ -370,6 +371,7 @@ def test_logits_parity_with_transformers(smollm, hf):
 
 
 @needs_model
+@pytest.mark.torch
 def test_padded_batch_parity_with_transformers(smollm, hf):
     """Left-padded two-prompt batch: each row's last logits match transformers alone."""
     _, config, params, tok, step = smollm
@@ -388,6 +390,7 @@ def test_padded_batch_parity_with_transformers(smollm, hf):
 
 
 @needs_model
+@pytest.mark.torch
 def test_tokenizer_matches_transformers(smollm, hf):
     tok = smollm[3]
     ref = hf[0]
