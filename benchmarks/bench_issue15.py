@@ -24,9 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from simplex_decode.benchmarking import make_buffers, per_step_time  # noqa: E402
-
 import simplex_decode as sd  # noqa: E402
+from simplex_decode.benchmarking import make_buffers, per_step_time  # noqa: E402
 
 
 def cases(L):

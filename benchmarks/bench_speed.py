@@ -41,6 +41,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_decoders import presets, smollm2_rows  # noqa: E402
+
 import simplex_decode as sd  # noqa: E402
 from simplex_decode import _window  # noqa: E402
 from simplex_decode.benchmarking import (  # noqa: E402
@@ -49,8 +51,6 @@ from simplex_decode.benchmarking import (  # noqa: E402
     floor_step_time,
     make_buffers,
 )
-
-from bench_decoders import presets, smollm2_rows  # noqa: E402
 
 V_SYNTH = 151936
 LLAMA_CHAIN = (40, 0.95, 0.05, 0.8)  # top_k, top_p, min_p, temperature
@@ -216,7 +216,7 @@ def fallback_table(B, steps, repeats):
         for _ in range(repeats):
             ts = (floor_step_time(bufs, steps=steps, repeats=1), decoder_step_time(dec, bufs, steps=steps, repeats=1),
                   whole_batch(bufs))
-            best = [min(b, t) for b, t in zip(best, ts)]
+            best = [min(b, t) for b, t in zip(best, ts, strict=True)]
         floor, t_row, t_batch = best
         res[which] = t_row
         lines.append(f"| {B} | {V_SYNTH} | {which} | {_ms(floor)} | {_ms(t_row)} | {t_row / floor:.2f} | {_ms(t_batch)} | {t_batch / floor:.2f} |")

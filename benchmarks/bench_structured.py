@@ -34,10 +34,10 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
-from simplex_decode.benchmarking import per_step_time  # noqa: E402
 from bench_generate import PROMPTS, real_logits, time_generate  # noqa: E402
 
 import simplex_decode as sd  # noqa: E402
+from simplex_decode.benchmarking import per_step_time  # noqa: E402
 from simplex_decode.constraints import Vocabulary, json_schema, regex  # noqa: E402
 from simplex_decode.constraints.examples import PATTERNS, SCHEMAS  # noqa: E402
 from simplex_decode.models import init_cache, load_gguf, make_step  # noqa: E402

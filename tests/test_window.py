@@ -244,7 +244,7 @@ def test_choose_runs_the_full_row_path_on_the_failing_rows_only(failing):
     got = jax.jit(lambda ok, fast, *ops: _window.choose(ok, fast, slow, *ops))(ok, fast, x, k, shared)
     assert seen == [(_window.fallback_cap(B), V)]  # traced once, on a sub-batch of 2 rows
     want = jax.tree.map(lambda f, s: np.where(np.asarray(ok), f, s), fast, slow(x, k, shared))
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.asarray(g), w)
 
 
