@@ -25,21 +25,42 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.torch)
 
 
-@pytest.fixture(autouse=True, scope="module")
+#: XLA compilations a test process may accumulate before its caches are dropped: about three
+#: memory mappings each, so well under the kernel's ``vm.max_map_count`` (65 530 here).
+COMPILATIONS_BEFORE_RELEASE = 4_000
+_compilations = [0]
+
+
+def _count_compilation(event, duration, **_):
+    if event == "/jax/core/compile/backend_compile_duration":
+        _compilations[0] += 1
+
+
+def pytest_configure(config):
+    import jax
+
+    jax.monitoring.register_event_duration_secs_listener(_count_compilation)
+
+
+@pytest.fixture(autouse=True)
 def _release_compiled_programs():
-    """Drop JAX's compiled executables after each test module.
+    """Drop JAX's compiled executables once a process has compiled
+    :data:`COMPILATIONS_BEFORE_RELEASE` programs (checked after each test).
 
     XLA's CPU backend maps every executable it compiles into memory (about three mappings
     each) and keeps it while JAX's caches hold it. One pytest-xdist worker compiles tens of
-    thousands of programs over this suite; at the kernel's ``vm.max_map_count`` (65 530 on
-    these machines) LLVM's next allocation fails and the worker dies with a segmentation
-    fault inside ``backend_compile_and_load`` — seen twice in one run, in tests as small as
-    an eager ``>=``, each after ~45 minutes of a worker's life — and pytest-xdist's
-    ``loadfile`` scheduler then hung until CI's time limit. Clearing the caches between
-    modules returns the mappings (measured: 1 423 → 518 after 300 compilations).
+    thousands of programs over this suite (the shared decoder suite alone: ~1 000 mappings
+    every 20 s); at the kernel's ``vm.max_map_count`` LLVM's next allocation fails and the
+    worker dies with a segmentation fault inside ``backend_compile_and_load`` — seen twice in
+    one run, in tests as small as an eager ``>=``, each after ~45 minutes of a worker's
+    life — and pytest-xdist's ``loadfile`` scheduler then hung until CI's time limit.
+    Clearing the caches returns the mappings (measured: 1 423 → 518 after 300
+    compilations). Tests never depend on a cache filled by an earlier test.
     """
     yield
-    import jax
+    if _compilations[0] >= COMPILATIONS_BEFORE_RELEASE:
+        import jax
 
-    jax.clear_caches()
-    gc.collect()
+        jax.clear_caches()
+        gc.collect()
+        _compilations[0] = 0

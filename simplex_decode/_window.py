@@ -172,13 +172,19 @@ def scatter_ids(base, ids, vals):
     return out.reshape(base.shape)
 
 
+def _shared(x, n_batch_axes):
+    """Whether a result leaf is shared by the batch (a count), not per row: both ways of
+    merging the paths (:func:`_select_rows`, :func:`choose`) keep the fast path's value."""
+    return jnp.ndim(x) < n_batch_axes
+
+
 def _select_rows(ok, fast, slow):
     """Per leaf: ``fast`` where the row's ``ok`` holds, else ``slow`` (``ok``: batch + (1,))."""
     batch = ok.shape[:-1]
 
     def pick(f, s):
         f, s = jnp.asarray(f), jnp.asarray(s)
-        if f.ndim < len(batch):  # a value shared by the batch (a count): the fast one's
+        if _shared(f, len(batch)):
             return f
         cond = ok.reshape(batch + (1,) * (f.ndim - len(batch)))
         return jnp.where(cond, f, s)
@@ -242,7 +248,7 @@ def choose(ok, fast, slow, *operands):
             r = scatter_rows[i]
 
             def put(o, v):
-                if o.ndim < 1:  # a value shared by the batch (a count): the fast one's
+                if _shared(o, 1):
                     return o
                 return o.at[r].set(jnp.asarray(v).astype(o.dtype), mode="drop")
 

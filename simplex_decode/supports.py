@@ -232,10 +232,16 @@ def nucleus_mask(x, p, mask):
         hopeless = need > c.rest * (n_select * block)
 
         def wider(x, e, tail, mask, z, hopeless, done):
-            ops = (x, e, tail, mask, z)
-            skip = functools.partial(cut_from, tiers=tiers[2:])
-            next_tier = functools.partial(cut_from, tiers=tiers[1:])
-            return lax.cond(jnp.all(done), lambda *a: skip(*a[:-1], jnp.zeros_like(a[-1])), next_tier, *ops, hopeless)
+            """The next tier (its hopeless rows vetoed), or — when every row not served
+            here is hopeless for it — the tier after, with no veto."""
+
+            def next_tier(*ops):
+                return cut_from(*ops, hopeless, tiers[1:])
+
+            def skip(*ops):
+                return cut_from(*ops, jnp.zeros_like(hopeless), tiers[2:])
+
+            return lax.cond(jnp.all(done), skip, next_tier, x, e, tail, mask, z)
 
         return choose(fits, (t_w, cut_w), wider, *ops, hopeless, fits | hopeless)
 

@@ -458,11 +458,13 @@ def test_matches_reference(case):
 @pytest.mark.parametrize("case", cases_for("compile"))
 def test_one_compilation_across_parameter_values(case):
     x = _reference_logits(V_SMALL, seed=3)
+    before = traces(case, x.shape, x.dtype)  # an earlier test may have traced this shape
     with count_compilations() as compiled:
         for values in case.values:
             run(case, case.decoder(V_SMALL, values), x)
     assert len(compiled) <= 1, f"{len(compiled)} compilations for {len(case.values)} parameter values"
-    assert traces(case, x.shape, x.dtype) == 1, "traced more than once for new parameter values"
+    assert traces(case, x.shape, x.dtype) - before <= 1, "traced more than once for new parameter values"
+    assert traces(case, x.shape, x.dtype) >= 1, "never traced: the count does not see the jitted entry point"
 
 
 def _bad_batch(V, seed=0):
