@@ -25,15 +25,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.torch)
 
 
-#: XLA compilations a test process may accumulate before its caches are dropped: about three
-#: memory mappings each, so well under the kernel's ``vm.max_map_count`` (65 530 here).
-COMPILATIONS_BEFORE_RELEASE = 4_000
+#: A test process whose memory mappings pass this many drops JAX's compiled programs (the
+#: kernel's ``vm.max_map_count`` is 65 530 here); looked at every :data:`CHECK_EVERY`
+#: compilations.
+MAX_MAPPINGS = 30_000
+CHECK_EVERY = 20
 _compilations = [0]
 
 
 def _count_compilation(event, duration, **_):
     if event == "/jax/core/compile/backend_compile_duration":
         _compilations[0] += 1
+
+
+def _mappings() -> int:
+    """This process's memory mappings (0 where ``/proc`` does not tell)."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            return f.read().count(b"\n")
+    except OSError:
+        return 0
 
 
 def pytest_configure(config):
@@ -44,23 +55,29 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _release_compiled_programs():
-    """Drop JAX's compiled executables once a process has compiled
-    :data:`COMPILATIONS_BEFORE_RELEASE` programs (checked after each test).
+    """Drop JAX's compiled executables when this process holds more than
+    :data:`MAX_MAPPINGS` memory mappings (checked after a test, every :data:`CHECK_EVERY`
+    compilations).
 
-    XLA's CPU backend maps every executable it compiles into memory (about three mappings
-    each) and keeps it while JAX's caches hold it. One pytest-xdist worker compiles tens of
-    thousands of programs over this suite (the shared decoder suite alone: ~1 000 mappings
-    every 20 s); at the kernel's ``vm.max_map_count`` LLVM's next allocation fails and the
-    worker dies with a segmentation fault inside ``backend_compile_and_load`` — seen twice in
-    one run, in tests as small as an eager ``>=``, each after ~45 minutes of a worker's
-    life — and pytest-xdist's ``loadfile`` scheduler then hung until CI's time limit.
-    Clearing the caches returns the mappings (measured: 1 423 → 518 after 300
-    compilations). Tests never depend on a cache filled by an earlier test.
+    XLA's CPU backend maps every executable it compiles into memory and keeps it while
+    JAX's caches hold it. One pytest-xdist worker compiles tens of thousands of programs over
+    this suite — a large decoder program takes a hundred mappings or more (the shared decoder
+suite: 400–1 000 per test, 3–5 compilations) — and at the
+    kernel's ``vm.max_map_count`` LLVM's next allocation fails and the worker dies with a
+    segmentation fault inside ``backend_compile_and_load`` — seen twice in one run, in tests
+    as small as an eager ``>=``, each after ~45 minutes of a worker's life — and
+    pytest-xdist's ``loadfile`` scheduler then hung until CI's time limit. Clearing the
+    caches returns the mappings (measured: 1 423 → 518 after 300 small compilations). Tests
+    never depend on a cache filled by an earlier test.
     """
     yield
-    if _compilations[0] >= COMPILATIONS_BEFORE_RELEASE:
-        import jax
-
-        jax.clear_caches()
-        gc.collect()
+    if _compilations[0] >= CHECK_EVERY:
         _compilations[0] = 0
+        n = _mappings()
+        if n > MAX_MAPPINGS:
+            import jax
+
+            jax.clear_caches()
+            gc.collect()
+            if os.environ.get("SD_REPORT_RELEASES"):
+                print(f"\n[conftest] {n} mappings: caches cleared, now {_mappings()}", flush=True)

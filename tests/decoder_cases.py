@@ -147,7 +147,8 @@ class Case:
 
     def marks(self, contract: str):
         reason = self.xfail.get(contract)
-        return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        strict = (self.id, contract) not in NOT_STRICT
+        return [pytest.mark.xfail(strict=strict, reason=reason)] if reason else []
 
 
 def cases_for(contract: str, select: Callable[[Case], bool] = lambda c: True):
@@ -658,6 +659,12 @@ CASES: tuple[Case, ...] = (
 #: ``bad_rows``, ``rows_benign``, ``rows_hostile``, ``keys``, ``hostile`` or
 #: ``hostile@<B>x<V>-<dtype>`` for one menu entry, ``bounds:<param>``). Every marker is strict.
 _H2_ROWS = "a row's q depends on the other rows of the batch (not bit-identical alone) — issue 10 (H2)"
+#: Recorded violations that do not show in every process: (case, contract) pairs whose xfail is
+#: not strict. ``user-nonseparable`` / ``simplex`` fails (NOT_CONVERGED) when run alone or
+#: after the file's earlier tests in one process, and passed in three full runs of the suite
+#: under pytest-xdist (``-n 2 --dist loadfile``): the solver's convergence on these rows
+#: depends on something outside the test — an open finding of issue 10, not a fix.
+NOT_STRICT = {("user-nonseparable", "simplex")}
 _H2_MIRROR = ("Mirror (auto for a non-separable term) ends some valid hostile rows (a masked row, V = 65) with "
               "NOT_CONVERGED within its default step budget, so q is not certified — issue 10 (H2)")
 _H2_CAP = "a one-token row with cap c < 1 gets NOT_CONVERGED, not INFEASIBLE — issue 10 (H2)"
