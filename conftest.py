@@ -1,4 +1,5 @@
-"""Test-process hygiene: torch in its own process, compiled programs released per module.
+"""Test-process hygiene: torch in its own process, compiled programs released before the
+kernel's limit on memory mappings.
 
 torch and jaxlib each bring their own native runtimes, and ``--doctest-modules`` imports
 ``simplex_decode.integrations.transformers`` — hence torch — in every worker at collection.
@@ -62,13 +63,14 @@ def _release_compiled_programs():
     XLA's CPU backend maps every executable it compiles into memory and keeps it while
     JAX's caches hold it. One pytest-xdist worker compiles tens of thousands of programs over
     this suite — a large decoder program takes a hundred mappings or more (the shared decoder
-suite: 400–1 000 per test, 3–5 compilations) — and at the
-    kernel's ``vm.max_map_count`` LLVM's next allocation fails and the worker dies with a
-    segmentation fault inside ``backend_compile_and_load`` — seen twice in one run, in tests
-    as small as an eager ``>=``, each after ~45 minutes of a worker's life — and
-    pytest-xdist's ``loadfile`` scheduler then hung until CI's time limit. Clearing the
-    caches returns the mappings (measured: 1 423 → 518 after 300 small compilations). Tests
-    never depend on a cache filled by an earlier test.
+    suite: 400–1 000 per test, 3–5 compilations) — and at the kernel's ``vm.max_map_count``
+    LLVM's next allocation fails and the worker dies with a segmentation fault inside
+    ``backend_compile_and_load`` (seen in three full runs, in tests as small as an eager
+    ``>=``, each after ~45 minutes of a worker's life); pytest-xdist's ``loadfile`` scheduler
+    then hung until CI's time limit. Clearing the caches returns the mappings (measured:
+    1 423 → 518 after 300 small compilations). A test that counts traces or compilations
+    counts its own (see ``traces`` in ``tests/test_decoder_suite.py``), never a cache an
+    earlier test filled. ``SD_REPORT_RELEASES=1`` (with ``-s``) prints each release.
     """
     yield
     if _compilations[0] >= CHECK_EVERY:
