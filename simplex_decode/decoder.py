@@ -11,10 +11,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import checkify
 
 from ._numerics import row_sum
-from ._pytree import params_ok, pytree_dataclass, set_field
+from ._pytree import is_concrete, params_ok, pytree_dataclass, set_field
 from ._select import argmax
 from .objective import Objective, as_logits
 from .sampling import check_sample_args, sample_from_probs
@@ -116,7 +117,20 @@ class Decoder:
 
         ``stats["stage"]`` is the index (into ``objective.stage_names``) of the transform
         or rule after which a row went bad, ``-1`` for none (or the logits themselves).
+
+        Called eagerly (nothing traced), the decoder runs as one compiled program, cached by
+        the decoder's structure and the inputs' shapes (see :func:`_eager`); under a JAX
+        transformation it is traced into the caller's program.
         """
+        inputs = dict(history=history, history_mask=history_mask, second_logits=second_logits, key=key,
+                      state=state)
+        eager = _eager(self, logits, inputs)
+        if eager is not None:
+            return _solve_compiled(self, eager, inputs)
+        return self._solve(logits, **inputs)
+
+    def _solve(self, logits, *, history=None, history_mask=None, second_logits=None, key=None,
+               state=None) -> Solution:
         problem = self.objective.prepare(logits, history=history, history_mask=history_mask,
                                          second_logits=second_logits, key=key, state=state)
         q, stats = self.solver(self.objective, problem)
@@ -162,23 +176,33 @@ class Decoder:
                 "num_samples: a decoder's state is per row, so num_samples cannot be combined with state=; "
                 "repeat the rows instead (generate(..., num_samples=K) keeps one state per sample)"
             )
-        inputs = dict(history=history, history_mask=history_mask, second_logits=second_logits, key=key, state=state)
+        inputs = dict(history=history, history_mask=history_mask, second_logits=second_logits, state=state)
+        eager = _eager(self, logits, {**inputs, "key": key})
+        if eager is not None:
+            out, new_state, status, stage = _draw_compiled(self, key, eager, inputs, num_samples, method)
+        else:
+            out, new_state, status, stage = self._draw(key, logits, inputs, num_samples, method)
+        self._raise_on_bad_rows(status, stage)
+        return out if state is None else (out, new_state)
+
+    def _draw(self, key, logits, inputs, num_samples, method):
+        """Ids drawn from ``q`` (the mode of the linear problem), the state after them
+        (None without ``state``), and the status and stage the caller raises on."""
+        state = inputs["state"]
         if not self.objective.terms and isinstance(self.solver, (Auto, ClosedForm)):
             # The linear problem: its optimum is the argmax, no distribution to draw from.
-            problem = self.objective.prepare(logits, **inputs)
-            self._raise_on_bad_rows(problem.status, problem.stage)
+            problem = self.objective.prepare(logits, key=key, **inputs)
             ids = argmax(jnp.where(problem.mask, problem.scores, -jnp.inf))
             ids = jnp.where(problem.status == Status.OK, ids, -1)
             out = ids if num_samples is None else jnp.repeat(ids[..., None], num_samples, axis=-1)
-            if state is None:
-                return out
-            if self.stateful:  # the mode has q = 1
+            if state is not None and self.stateful:  # the mode has q = 1
                 state = self.update(state, jax.nn.one_hot(ids, problem.scores.shape[-1]), ids)
-            return out, state
-        sol = self.solve(logits, **inputs)
-        self._raise_on_bad_rows(sol.status, sol.stats["stage"])
+            return out, state, problem.status, problem.stage
+        sol = self._solve(logits, key=key, **inputs)
         ids = sample_from_probs(key, sol.q, num_samples=num_samples, method=method, valid=sol.status == Status.OK)
-        return ids if state is None else (ids, self.update(state, sol.q, ids))
+        if state is not None:
+            state = self.update(state, sol.q, ids)
+        return ids, state, sol.status, sol.stats["stage"]
 
     def to_config(self) -> dict:
         """This decoder as plain data (``{"version": 1, "type": "Decoder", ...}``), which
@@ -187,6 +211,42 @@ class Decoder:
         from ._config import to_config
 
         return to_config(self)
+
+
+_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)
+
+
+def _eager(decoder, logits, inputs):
+    """``logits`` as an array when ``decoder`` is called eagerly and may run compiled, else None.
+
+    Eager means nothing is traced (no ``jit``, ``vmap``, ``grad`` around the call) and the
+    other inputs are arrays, pytrees of arrays (a state) or None. Eagerly, JAX would run the
+    decoder op by op, and every ``lax.cond`` / ``while_loop`` of its program (built from
+    closures) would compile again at every call: about 1.6 s per call for ``top_p``. The
+    compiled program is cached by the decoder's structure (its static fields) and the
+    shapes and dtypes of the inputs; float parameters are its arguments, so new values
+    reuse it. What a trace cannot check — a parameter's concrete value against a bound in
+    ``V``, its shape against the logits — is checked here first, raising ``ValueError``
+    naming the parameter as the traced path would have.
+    """
+    leaves = jax.tree_util.tree_leaves((decoder, inputs))
+    if not is_concrete(logits) or not all(isinstance(x, (*_ARRAY_TYPES, int, float, bool)) for x in leaves):
+        return None
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return None
+    logits = as_logits(logits)
+    params_ok(decoder, logits.shape[:-1], logits.shape[-1])
+    return logits
+
+
+@jax.jit
+def _solve_compiled(decoder, logits, inputs):
+    return decoder._solve(logits, **inputs)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _draw_compiled(decoder, key, logits, inputs, num_samples, method):
+    return decoder._draw(key, logits, inputs, num_samples, method)
 
 
 def simplex_tolerance(dtype) -> float:
