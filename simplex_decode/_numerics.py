@@ -28,10 +28,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 __all__ = [
+    "cond",
     "row_sum",
     "masked_max",
     "masked_min",
@@ -47,6 +49,19 @@ __all__ = [
     "xlogx",
     "entropy",
 ]
+
+
+def cond(pred, true_fun, false_fun, *operands):
+    """``lax.cond(pred, true_fun, false_fun, *operands)``, or — when ``pred`` is known in
+    Python (an eager call, nothing traced) — the branch it picks, called directly.
+
+    Eagerly, ``lax.cond`` compiles its branches at every call: they are closures, new at
+    every call, so JAX's caches never hit (about 0.5 s per ``cond`` on CPU, measured in
+    ``Objective.prepare``). Under a trace ``pred`` is a tracer and this is ``lax.cond``.
+    """
+    if not isinstance(pred, jax.core.Tracer):
+        return true_fun(*operands) if bool(pred) else false_fun(*operands)
+    return lax.cond(pred, true_fun, false_fun, *operands)
 
 
 def _pairwise(parts):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
+from ._numerics import cond
 from ._window import choose, window
 
 __all__ = ["argmax", "topk_mask", "tie_cut", "ordered_key", "KCAP"]
@@ -63,7 +64,7 @@ def tie_cut(tie, r, ids=None):
         cut = jnp.max(jnp.where(tie & (rank <= r), ids, -1), axis=-1, keepdims=True)
         return jnp.where(n_tie > r, cut, keep_all)
 
-    return lax.cond(overflow, with_ranks, lambda: keep_all)
+    return cond(overflow, with_ranks, lambda: keep_all)
 
 
 KCAP = 256  # largest k served from the candidate window

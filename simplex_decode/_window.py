@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._numerics import cond
+
 __all__ = [
     "BLOCK", "WINDOW_BLOCKS", "Window", "Candidates", "window", "take_blocks", "scatter", "scatter_ids", "choose", "fallback_cap",
 ]
@@ -222,7 +224,7 @@ def choose(ok, fast, slow, *operands):
     batch = ok.shape[:-1]
     B = math.prod(batch)
     if len(batch) != 1 or B <= 1:
-        return lax.cond(
+        return cond(
             jnp.all(ok),
             lambda *_: fast,
             lambda *ops: _select_rows(ok, fast, slow(*ops)),

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from ._numerics import row_sum, softmax_stats
+from ._numerics import cond, row_sum, softmax_stats
 from ._pytree import check_range, param, per_row, pytree_dataclass
 from ._select import argmax
 from .scores import ScoreTransform
@@ -54,7 +54,7 @@ def _apply(scores, t):
         first = ids == argmax(scores)[..., None]
         return jnp.where(t > 0, tempered, jnp.where(first, scores, -jnp.inf))
 
-    return jax.lax.cond(jnp.any(t <= 0), with_greedy_rows, lambda tempered, _: tempered, tempered, scores)
+    return cond(jnp.any(t <= 0), with_greedy_rows, lambda tempered, _: tempered, tempered, scores)
 
 
 class AdaptiveTemperature(ScoreTransform):

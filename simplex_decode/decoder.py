@@ -11,13 +11,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental import checkify
 
 from ._numerics import row_sum
-from ._pytree import is_concrete, params_ok, pytree_dataclass, set_field
+from ._pytree import params_ok, pytree_dataclass, set_field
 from ._select import argmax
-from .objective import Objective, as_logits
+from .objective import Objective, as_logits, eager_logits
 from .sampling import check_sample_args, sample_from_probs
 from .solvers.auto import Auto, resolve_solver
 from .solvers.base import Solution
@@ -119,12 +118,12 @@ class Decoder:
         or rule after which a row went bad, ``-1`` for none (or the logits themselves).
 
         Called eagerly (nothing traced), the decoder runs as one compiled program, cached by
-        the decoder's structure and the inputs' shapes (see :func:`_eager`); under a JAX
-        transformation it is traced into the caller's program.
+        its structure and the inputs' shapes (see :func:`~simplex_decode.objective.eager_logits`);
+        under a JAX transformation it is traced into the caller's program.
         """
         inputs = dict(history=history, history_mask=history_mask, second_logits=second_logits, key=key,
                       state=state)
-        eager = _eager(self, logits, inputs)
+        eager = eager_logits(self, logits, inputs)
         if eager is not None:
             return _solve_compiled(self, eager, inputs)
         return self._solve(logits, **inputs)
@@ -177,7 +176,7 @@ class Decoder:
                 "repeat the rows instead (generate(..., num_samples=K) keeps one state per sample)"
             )
         inputs = dict(history=history, history_mask=history_mask, second_logits=second_logits, state=state)
-        eager = _eager(self, logits, {**inputs, "key": key})
+        eager = eager_logits(self, logits, {**inputs, "key": key})
         if eager is not None:
             out, new_state, status, stage = _draw_compiled(self, key, eager, inputs, num_samples, method)
         else:
@@ -212,31 +211,6 @@ class Decoder:
 
         return to_config(self)
 
-
-_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)
-
-
-def _eager(decoder, logits, inputs):
-    """``logits`` as an array when ``decoder`` is called eagerly and may run compiled, else None.
-
-    Eager means nothing is traced (no ``jit``, ``vmap``, ``grad`` around the call) and the
-    other inputs are arrays, pytrees of arrays (a state) or None. Eagerly, JAX would run the
-    decoder op by op, and every ``lax.cond`` / ``while_loop`` of its program (built from
-    closures) would compile again at every call: about 1.6 s per call for ``top_p``. The
-    compiled program is cached by the decoder's structure (its static fields) and the
-    shapes and dtypes of the inputs; float parameters are its arguments, so new values
-    reuse it. What a trace cannot check — a parameter's concrete value against a bound in
-    ``V``, its shape against the logits — is checked here first, raising ``ValueError``
-    naming the parameter as the traced path would have.
-    """
-    leaves = jax.tree_util.tree_leaves((decoder, inputs))
-    if not is_concrete(logits) or not all(isinstance(x, (*_ARRAY_TYPES, int, float, bool)) for x in leaves):
-        return None
-    if any(isinstance(x, jax.core.Tracer) for x in leaves):
-        return None
-    logits = as_logits(logits)
-    params_ok(decoder, logits.shape[:-1], logits.shape[-1])
-    return logits
 
 
 @jax.jit

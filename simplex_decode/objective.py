@@ -36,12 +36,12 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from ._numerics import masked_log_softmax, row_shift
-from ._pytree import params_ok, per_row, pytree_dataclass, require, set_field
+from ._numerics import cond, masked_log_softmax, row_shift
+from ._pytree import is_concrete, params_ok, per_row, pytree_dataclass, require, set_field
 from .scores import ScoreTransform
 from .stateful import Stateful, component_keys
 from .status import Status
@@ -315,6 +315,8 @@ class Objective:
                 state=None) -> Problem:
         """Apply the transforms and support rules to ``logits`` (shape ``(..., V)``).
 
+        Called eagerly it runs as one compiled program (see :func:`eager_logits`).
+
         ``second_logits``: a second logits array (``batch + (V,)`` or ``batch + (J, V)``)
         for components that contrast two sources (CFG, contrastive decoding, DoLa); its
         NaN/+inf rows are flagged like the logits'. ``key``: one key or one per row, for
@@ -322,6 +324,15 @@ class Objective:
         :meth:`init_state`; None: the initial state). A rule that restricts the domain (a
         Constraint) acts first, on the logits themselves (see :meth:`_restrict_domain`).
         """
+        inputs = dict(history=history, history_mask=history_mask, second_logits=second_logits, key=key,
+                      state=state)
+        eager = eager_logits(self, logits, inputs)
+        if eager is not None:
+            return _prepare_compiled(self, eager, inputs)
+        return self._prepare(logits, **inputs)
+
+    def _prepare(self, logits, *, history=None, history_mask=None, second_logits=None, key=None,
+                 state=None) -> Problem:
         logits = as_logits(logits)
         batch, vocab_size = logits.shape[:-1], logits.shape[-1]
         history, history_mask, args_ok = _check_history(history, history_mask, batch, vocab_size)
@@ -424,4 +435,36 @@ def _transform(t, s, ctx, shiftable):
         o2, b2 = _check_transform(s, out, t.bans)
         return out, o2, b2
 
-    return lax.cond(jnp.any(overflow), retry, lambda *a: a, out, overflow, banned)
+    return cond(jnp.any(overflow), retry, lambda *a: a, out, overflow, banned)
+
+
+_INPUT_LEAVES = (jax.Array, np.ndarray, np.generic, int, float, bool)
+
+
+def eager_logits(tree, logits, inputs):
+    """``logits`` as an array when ``tree`` (an Objective or a Decoder) is called eagerly
+    and may run as one compiled program, else None.
+
+    Eager means nothing is traced (no ``jit``, ``vmap``, ``grad`` around the call) and the
+    other inputs are arrays, pytrees of arrays (a state, a key) or None. Op by op, every
+    ``lax.while_loop`` / ``fori_loop`` of a decoder's program (built from closures) would
+    compile again at every call — about 1.6 s per ``top_p(...).probs`` call on CPU. The
+    compiled program is cached by the tree's structure (its static fields) and the inputs'
+    shapes and dtypes; float parameters are its arguments, so new values reuse it. What a
+    trace cannot check — a parameter's value against a bound in ``V``, its shape against
+    the logits — is checked here first, raising ``ValueError`` naming the parameter as an
+    op-by-op call would (``jax.disable_jit()`` still runs op by op).
+    """
+    leaves = jax.tree_util.tree_leaves((tree, inputs))
+    if not is_concrete(logits) or not all(isinstance(x, _INPUT_LEAVES) for x in leaves):
+        return None
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return None
+    logits = as_logits(logits)
+    params_ok(tree, logits.shape[:-1], logits.shape[-1])
+    return logits
+
+
+@jax.jit
+def _prepare_compiled(objective, logits, inputs):
+    return objective._prepare(logits, **inputs)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._numerics import masked_exp, masked_max, row_sum, softmax_stats
+from ._numerics import cond, masked_exp, masked_max, row_sum, softmax_stats
 from ._pytree import check_range, param, per_row, pytree_dataclass
 from ._select import KCAP, tie_cut, topk_mask
 from ._window import BLOCK, WINDOW_BLOCKS, choose, window
@@ -241,7 +241,7 @@ def nucleus_mask(x, p, mask):
             def skip(*ops):
                 return cut_from(*ops, jnp.zeros_like(hopeless), tiers[2:])
 
-            return lax.cond(jnp.all(done), skip, next_tier, x, e, tail, mask, z)
+            return cond(jnp.all(done), skip, next_tier, x, e, tail, mask, z)
 
         return choose(fits, (t_w, cut_w), wider, *ops, hopeless, fits | hopeless)
 

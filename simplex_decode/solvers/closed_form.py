@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .._numerics import masked_softmax, row_shift, row_sum
+from .._numerics import cond, masked_softmax, row_shift, row_sum
 from .._pytree import per_row, pytree_dataclass
 from .._select import KCAP, argmax
 from .._window import choose, window
@@ -64,7 +64,7 @@ def greedy_where(rows, q, s, mask):
     The argmax (two passes and a write over the vocabulary) runs only when some row of
     the batch needs it (``lax.cond``), not on every step of a sampling loop.
     """
-    return lax.cond(
+    return cond(
         jnp.any(rows),
         lambda q, s, mask: jnp.where(rows, argmax_onehot(s, mask), q),
         lambda q, s, mask: q,
