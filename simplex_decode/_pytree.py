@@ -239,6 +239,10 @@ class Param:
         floating = _is_float(x.dtype)
         if floating:
             ok = ok & ~xp.isnan(x)
+            if x.dtype in (np.float32, np.float64):
+                # the value the device holds: XLA's CPU and GPU backends flush subnormal
+                # floats to zero, so 1.4e-45 fails "> 0" here as it does under jit
+                x = xp.where(xp.abs(x) < np.finfo(x.dtype).tiny, xp.zeros_like(x), x)
         for b, is_lo, is_open in ((self.lo, True, self.lo_open), (self.hi, False, self.hi_open)):
             if isinstance(b, str) and vocab_size is None:
                 continue
@@ -306,7 +310,8 @@ class Param:
             with np.errstate(over="ignore"):
                 ok = self.contains(arr.astype(dtype), vocab_size)  # rounding to float32: 1e39 → inf
             if not np.all(ok):
-                raise ValueError(f"{msg}, got {_show(shown)}{_first_bad(ok, shown)} (out of range in {dtype.__name__})")
+                raise ValueError(f"{msg}, got {_show(shown)}{_first_bad(ok, shown)} (out of range in {dtype.__name__}, "
+                                 "where a subnormal value counts as 0)")
         stored = self._store(value, arr, weak)
         if self.check is not None:
             self.check(who, stored)
@@ -466,6 +471,8 @@ class Param:
                 continue
             if is_open:
                 bad.append(int(b) if self.integer else float(b))
+                if b == 0 and not (self.integer or self.static):  # the subnormal next to 0 is 0 on device
+                    bad.append(float(np.nextafter(np.float32(0), np.float32(-step * np.inf))))
             bad.append(int(b) + step if self.integer else float(np.nextafter(np.float32(b), np.float32(step * np.inf))))
         bad.append(math.nan)
         if self.integer:

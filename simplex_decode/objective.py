@@ -451,8 +451,8 @@ def eager_logits(tree, logits, inputs):
     compile again at every call — about 1.6 s per ``top_p(...).probs`` call on CPU. The
     compiled program is cached by the tree's structure (its static fields) and the inputs'
     shapes and dtypes; float parameters are its arguments, so new values reuse it. What a
-    trace cannot check — a parameter's value against a bound in ``V``, its shape against
-    the logits — is checked here first, raising ``ValueError`` naming the parameter as an
+    trace cannot check — a parameter's value against a bound in ``V``, a ``history`` id
+    against ``[0, V-1]`` — is checked here first, raising ``ValueError`` naming the parameter as an
     op-by-op call would (``jax.disable_jit()`` still runs op by op).
     """
     leaves = jax.tree_util.tree_leaves((tree, inputs))
@@ -462,6 +462,8 @@ def eager_logits(tree, logits, inputs):
         return None
     logits = as_logits(logits)
     params_ok(tree, logits.shape[:-1], logits.shape[-1])
+    history, mask = inputs.get("history"), inputs.get("history_mask")
+    _check_history(history, mask, logits.shape[:-1], logits.shape[-1])  # ids in [0, V-1], 0/1 masks
     return logits
 
 

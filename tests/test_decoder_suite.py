@@ -27,9 +27,10 @@ menu entry, ≥ 10 000 hostile examples per case)::
     HYPOTHESIS_PROFILE=thorough SIMPLEX_DECODE_SUITE_COUNTS=suite_counts.json \\
         python -m pytest -q tests/test_decoder_suite.py -p no:cacheprovider
 
-Row independence runs at V = 4096 for every case in ci, and at V = 20 480 for ``top_k`` and
-``top_p`` (the candidate-window families); the other cases at V = 20 480 and two cases at
-V = 151 936 are marked ``slow`` (deselected by default)::
+Row independence runs in ci at V = 20 480 for ``top_k`` and ``top_p`` (the candidate-window
+families), at V = 4096 for :data:`ROWS_MID_CASES` (the other window paths, one case per solver
+family) and at V = 65 for the rest (:func:`rows_V`); every other case × V ∈ {65, 4096, 20 480}
+and two cases at V = 151 936 are marked ``slow`` (deselected by default)::
 
     python -m pytest -q -m slow tests/test_decoder_suite.py
 
@@ -581,19 +582,32 @@ def _independence(case, batches, V=V_ROWS):
             assert ids[i] == ia[0], f"{name}: target {t} at row {i}: id {ids[i]} vs {ia[0]} alone"
 
 
-#: Cases whose row-independence runs at V_ROWS in the ci profile (one per candidate-window
-#: family: the top-k window and the tiered top-p window); every other case runs it at
-#: V_CI_ROWS in ci and at V_ROWS under ``-m slow``.
+#: Cases whose row independence runs at V_ROWS in the ci profile (one per candidate-window
+#: family: the top-k window and the tiered top-p window) ...
 ROWS_CI_CASES = ("top_k", "top_p")
+#: ... at V_CI_ROWS (the other window paths — sparsemax / entmax's τ window, min-p, typical —
+#: and one case per solver family: softmax, the exact solver, its caps, mirror ascent, a
+#: history-reading chain) ...
+ROWS_MID_CASES = ("temperature", "min_p", "sparsemax", "entmax", "typical", "best_of_k", "best_of_k-mirror",
+                  "capped", "chain-vllm")
 V_CI_ROWS = 4096
+#: ... and every other case at V_SMALL. Each other (case, V) pair is marked ``slow``: the
+#: compilations of a case at V = 4096 (about 20 s on CI's 2 cores) made this contract the
+#: largest part of CI's time.
+ROWS_VS = (V_SMALL, V_CI_ROWS, V_ROWS)
+
+
+def rows_V(case) -> int:
+    """The vocabulary size ``case`` runs the row-independence contracts at in ci."""
+    return V_ROWS if case.id in ROWS_CI_CASES else V_CI_ROWS if case.id in ROWS_MID_CASES else V_SMALL
 
 
 def _rows_params(contract):
     out = []
     for c in CASES:
-        for V in (V_CI_ROWS, V_ROWS):
+        for V in ROWS_VS:
             marks = c.marks(f"{contract}@V{V}") or c.marks(contract)
-            if V == V_ROWS and c.id not in ROWS_CI_CASES:
+            if V != rows_V(c):
                 marks = [*marks, pytest.mark.slow]
             out.append(pytest.param(c, V, id=f"{c.id}-V{V}", marks=marks))
     return out
@@ -674,8 +688,13 @@ def _entry(V, dtype, Bx=None):
     return (Bx if Bx is not None else (B if V <= 4096 else 1), V, dtype)
 
 
-#: Menu entries every case runs in CI: the shapes the other contracts compile anyway.
-CI_FREE = (_entry(V_SMALL, "float32"), _entry(V_CI_ROWS, "float32", B), _entry(V_CI_ROWS, "float32", 1))
+def ci_free(case):
+    """Menu entries ``case`` runs in CI: the shapes its other contracts compile anyway (the
+    main batch at V_SMALL, the row-independence shapes at ``min(rows_V(case), V_CI_ROWS)``)."""
+    V = min(rows_V(case), V_CI_ROWS)
+    return tuple(dict.fromkeys((_entry(V_SMALL, "float32"), _entry(V, "float32", B), _entry(V, "float32", 1))))
+
+
 #: One more entry per case in CI, rotating over the cases so that every entry runs somewhere.
 CI_EXTRA = (
     _entry(1, "float32"), _entry(2, "bfloat16"), _entry(3, "float16"), _entry(V_SMALL, "bfloat16"),
@@ -689,10 +708,11 @@ CI_EXTRA = (
 FULL = tuple(_entry(V, d) for V in (1, 2, 3, V_SMALL, 4096, V_BIG) for d in ("bfloat16", "float16", "float32", "float64"))
 
 
-def _menu(index):
+def _menu(case, index):
     if suite_examples(1) != 1:  # thorough
-        return tuple(dict.fromkeys(CI_FREE + FULL + (_entry(V_ROWS, "float32", B), _entry(V_ROWS, "float32", 1))))
-    return tuple(dict.fromkeys(CI_FREE + (CI_EXTRA[index % len(CI_EXTRA)],)))
+        return tuple(dict.fromkeys(ci_free(case) + FULL + (_entry(V_CI_ROWS, "float32", B), _entry(V_CI_ROWS, "float32", 1),
+                                                          _entry(V_ROWS, "float32", B), _entry(V_ROWS, "float32", 1))))
+    return tuple(dict.fromkeys(ci_free(case) + (CI_EXTRA[index % len(CI_EXTRA)],)))
 
 
 def _entry_id(entry):
@@ -703,7 +723,7 @@ def _entry_id(entry):
 def _hostile_params():
     out = []
     for i, case in enumerate(CASES):
-        menu = _menu(i)
+        menu = _menu(case, i)
         for entry in menu:
             eid = _entry_id(entry)
             marks = case.marks(f"hostile@{eid}") or case.marks("hostile")
