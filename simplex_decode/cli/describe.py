@@ -107,14 +107,16 @@ def _number(v) -> str:
 
 
 def component_text(obj, *, skip=()) -> str:
-    """``Name(field=value, ...)``: every field but None ones, flags at their defaults and
-    ``skip``; arrays shown by their shape."""
+    """``Name(field=value, ...)``: every field but None ones, flags at their defaults, a
+    ``min_keep`` of 1 (which changes nothing) and ``skip``; arrays shown by their shape."""
     parts = []
     for f in dataclasses.fields(obj):
         if not f.init or f.name in skip:
             continue
         v = getattr(obj, f.name)
         if v is None or (isinstance(v, bool) and f.default is not dataclasses.MISSING and v == f.default):
+            continue
+        if f.name == "min_keep" and np.ndim(v) == 0 and int(v) == 1:
             continue
         if dataclasses.is_dataclass(v):
             parts.append(f"{f.name}={component_text(v)}")
