@@ -136,6 +136,9 @@ def describe_objective(decoder) -> list[str]:
     lines = [("maximise", f"<q, s> + {terms}" if terms else "<q, s>   (linear: the argmax)")]
     support = " then ".join(component_text(r) for r in obj.support) if obj.support else "every token"
     lines.append(("over", f"q in the simplex with supp q in: {support}"))
+    if obj.support_at is not None:
+        at = ", ".join(f"{type(r).__name__} after {a} transform(s)" for r, a in zip(obj.support, obj.support_at, strict=True))
+        lines.append(("rules read", f"the scores as they stand in the chain: {at}"))
     scores = "logits"
     for t in obj.transforms:
         scores = f"{component_text(t)}({scores})"

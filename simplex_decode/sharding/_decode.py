@@ -59,6 +59,8 @@ def plan(decoder) -> Plan:
 
     if not isinstance(decoder.solver, SUPPORTED["solver"]):
         refuse(f"solver {type(decoder.solver).__name__}")
+    if obj.support_at is not None:
+        refuse("a support rule placed inside the chain of transforms (Objective.support_at, order='llama.cpp')")
     for field in ("transforms", "support"):
         for c in getattr(obj, field):
             if type(c) not in SUPPORTED[field]:
