@@ -1,5 +1,5 @@
 """``chain``: any combination of transforms, terms and rules in one line, sorted into a
-library's order (transformers, vLLM) or kept as given."""
+library's order (transformers, vLLM, llama.cpp) or kept as given."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ __all__ = ["chain", "CHAIN_ORDERS"]
 # Default orders of ``chain``: the score transforms run first (processors, then the
 # temperatures), then the support rules, each group sorted by the position of its class
 # here (stable: equal classes keep their given order; unlisted classes go after the listed
-# ones of their group, in their given order).
+# ones of their group, in their given order). An order with "before_temperature" places the
+# rules of those classes before the temperatures (``Objective.support_at``): they read the
+# scores as the processors leave them, and the temperatures act on what they kept.
 _TEMPERATURES = (Temperature, AdaptiveTemperature)
 # The transforms that replace the logits by a contrast of two sources come first (transformers
 # runs CFG as its first processor, and DoLa's contrast precedes every processor); DRY follows
@@ -49,6 +51,18 @@ CHAIN_ORDERS: dict[str, dict[str, tuple]] = {
         "transforms": (*_CONTRASTS, AllowTokens, BanTokens, MinNewTokens, LogitBias, RepetitionPenalty,
                        FrequencyPenalty, PresencePenalty, DRY, NoRepeatNGram),
         "support": (Mask, TopNSigma, MinP, TopK, TopP, TopH, Typical, Epsilon, Eta, TopA, XTC, Mirostat),
+    },
+    # llama.cpp's default sampler chain (common_params_sampling.samplers, after the logit bias
+    # common_sampler_init adds first): penalties → DRY → top-nσ → top-k → typical → top-p →
+    # min-p → XTC → temperature → dist, each sampler reading the logits the previous ones left
+    # (truncation sees the untempered scores). Mirostat reads the tempered ones (llama.cpp's
+    # --mirostat chain is temperature → mirostat). Not in llama.cpp's chain: the contrasts
+    # first, the hard bans after DRY, top-h / ε / η / top-a after min-p.
+    "llama.cpp": {
+        "transforms": (*_CONTRASTS, LogitBias, RepetitionPenalty, FrequencyPenalty, PresencePenalty, DRY,
+                       NoRepeatNGram, BanTokens, MinNewTokens, AllowTokens),
+        "support": (Mask, TopNSigma, TopK, Typical, TopP, MinP, TopH, Epsilon, Eta, TopA, XTC, Mirostat),
+        "before_temperature": (Mask, TopNSigma, TopK, Typical, TopP, MinP, TopH, Epsilon, Eta, TopA, XTC),
     },
 }
 
@@ -73,8 +87,12 @@ def chain(*components, solver=None, order="transformers") -> Decoder:
 
     ``order``: ``"transformers"`` (default) or ``"vllm"`` sort the transforms (processors
     before temperatures) and the support rules into that library's order (see
-    ``CHAIN_ORDERS``); ``"given"`` keeps the order of the arguments. ``solver``: as for
-    :class:`Decoder`; None takes the base's solver (else ``"auto"``).
+    ``CHAIN_ORDERS``), the rules reading the tempered scores; ``"llama.cpp"`` sorts them into
+    llama.cpp's default sampler chain (penalties → DRY → top-nσ → top-k → typical → top-p →
+    min-p → XTC → temperature → dist) and has the truncation rules read the scores before
+    the temperatures (``Objective.support_at``): ``q = softmax(s/T)`` on the set they keep
+    from ``s``. ``"given"`` keeps the order of the arguments (temperature before every rule).
+    ``solver``: as for :class:`Decoder`; None takes the base's solver (else ``"auto"``).
 
     Example:
       >>> import jax.numpy as jnp, simplex_decode as sd
@@ -86,6 +104,12 @@ def chain(*components, solver=None, order="transformers") -> Decoder:
       ...     jnp.zeros(8), history=jnp.array([1, 2, 3, 1, 2]))
       >>> float(q[3])
       0.0
+      >>> # llama.cpp: min-p reads the untempered scores, the temperature comes after it
+      >>> x = jnp.log(jnp.array([0.5, 0.3, 0.2]))
+      >>> (sd.chain(sd.MinP(0.5), sd.Temperature(3.0)).probs(x) > 0).tolist()
+      [True, True, True]
+      >>> (sd.chain(sd.MinP(0.5), sd.Temperature(3.0), order="llama.cpp").probs(x) > 0).tolist()
+      [True, True, False]
     """
     if order not in CHAIN_ORDERS and order != "given":
         raise ValueError(f"chain: `order` must be one of {sorted(CHAIN_ORDERS) + ['given']}, got {order!r}")
@@ -121,10 +145,16 @@ def chain(*components, solver=None, order="transformers") -> Decoder:
         )
     if not bases and not terms:
         terms = [Entropy()]
+    support_at = None
     if order != "given":
         spec = CHAIN_ORDERS[order]
         transforms.sort(key=lambda t: _rank(t, spec["transforms"], True))
         rules.sort(key=lambda r: _rank(r, spec["support"], False))
+        if "before_temperature" in spec:
+            n_pre = sum(not isinstance(t, _TEMPERATURES) for t in transforms)
+            early = spec["before_temperature"]
+            support_at = tuple(n_pre if isinstance(r, early) else len(transforms) for r in rules)
     if solver is None:
         solver = bases[0].solver if bases and isinstance(bases[0], Decoder) else "auto"
-    return Decoder(Objective(terms=tuple(terms), support=tuple(rules), transforms=tuple(transforms)), solver=solver)
+    objective = Objective(terms=tuple(terms), support=tuple(rules), transforms=tuple(transforms), support_at=support_at)
+    return Decoder(objective, solver=solver)

@@ -7,9 +7,9 @@ readable written form::
     >>> dec = sd.top_p(0.9, temperature=0.7)
     >>> cfg = dec.to_config()
     >>> cfg["version"], cfg["type"], cfg["objective"]["support"]
-    (1, 'Decoder', [{'type': 'TopP', 'p': 0.9, 'from_model': False}])
+    (1, 'Decoder', [{'type': 'TopP', 'p': 0.9, 'from_model': False, 'min_keep': 1}])
     >>> print(sd.config.to_spec(dec))
-    Decoder(objective=Objective(terms=[Entropy(weight=1.0)], support=[TopP(p=0.9, from_model=False)], transforms=[Temperature(t=0.7)]), solver=Auto())
+    Decoder(objective=Objective(terms=[Entropy(weight=1.0)], support=[TopP(p=0.9, from_model=False, min_keep=1)], transforms=[Temperature(t=0.7)], support_at=None), solver=Auto())
     >>> same = sd.from_config(cfg)           # or from_config(to_spec(dec)), from_json(to_json(dec)), ...
     >>> sd.config.to_config(same) == cfg
     True

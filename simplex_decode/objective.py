@@ -10,6 +10,14 @@ with ``s = T_n(… T_1(logits))`` (``transforms``), the terms ``φ_j`` with weig
 rules applied in order (``support``). An Objective is an immutable pytree: numeric
 parameters are leaves, so new values (or per-row arrays of them) reuse one compilation.
 
+By default every rule reads the final scores ``s`` (temperature before truncation, as
+transformers and vLLM apply them). ``support_at`` places the rules inside the chain of
+transforms instead: rule ``j`` reads the scores after the first ``support_at[j]``
+transforms (non-decreasing in ``j``), on the tokens finite there and kept by the rules
+before it, and the transforms after it act on what it kept — llama.cpp's sampler chain,
+where truncation reads the untempered scores and temperature comes last
+(``sd.chain(..., order="llama.cpp")``). The problem is still solved on the final ``s``.
+
 Status is computed at every stage of :meth:`Objective.prepare`, per row, and the first
 stage that fails is recorded (``Problem.stage``, an index into
 :meth:`Objective.stage_names`) so that errors name it:
@@ -41,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._numerics import cond, masked_log_softmax, row_shift
-from ._pytree import is_concrete, params_ok, per_row, pytree_dataclass, require, set_field
+from ._pytree import is_concrete, params_ok, per_row, pytree_dataclass, require, set_field, static_field
 from .scores import ScoreTransform
 from .stateful import Stateful, component_keys
 from .status import Status
@@ -200,6 +208,9 @@ class Objective:
         No terms (or all weights 0) means the linear problem: argmax of ``s``.
       support: a support rule or a tuple of them, applied in order.
       transforms: score transforms applied to the logits in order.
+      support_at: None (every rule reads the final scores), or one integer per rule: how
+        many of the transforms have been applied to the scores it reads (static;
+        non-decreasing; a tuple equal to ``len(transforms)`` everywhere is stored as None).
 
     Example:
       >>> import jax.numpy as jnp, simplex_decode as sd
@@ -213,11 +224,13 @@ class Objective:
     terms: Any = ()
     support: Any = ()
     transforms: Any = ()
+    support_at: Any = static_field(None)
 
     def __post_init__(self):
         set_field(self, "terms", _as_tuple(self.terms, Term, "terms"))
         set_field(self, "support", _as_tuple(self.support, SupportRule, "support"))
         set_field(self, "transforms", _as_tuple(self.transforms, ScoreTransform, "transforms"))
+        set_field(self, "support_at", _check_support_at(self.support_at, len(self.support), len(self.transforms)))
 
     @property
     def separable(self) -> bool:
@@ -307,7 +320,8 @@ class Objective:
 
     def replace(self, **changes) -> Objective:
         """A copy with some fields replaced (validated like a new Objective)."""
-        fields = {"terms": self.terms, "support": self.support, "transforms": self.transforms}
+        fields = {"terms": self.terms, "support": self.support, "transforms": self.transforms,
+                  "support_at": self.support_at}
         fields.update(changes)
         return Objective(**fields)
 
@@ -361,22 +375,37 @@ class Objective:
         s = x
         greedy = jnp.zeros(batch, bool)
         n_t = len(self.transforms)
+        at = self.support_at if self.support_at is not None else (n_t,) * len(self.support)
+        mask = None  # the support so far, once a rule has run (None: every finite score)
+
+        def apply_rules(s, mask, flags, position):
+            """The rules that read the scores after ``position`` transforms, in order."""
+            for j, rule in enumerate(self.support):
+                if at[j] != position or getattr(rule, "restricts_domain", False):  # (those acted on x)
+                    continue
+                mask = s > -jnp.inf if mask is None else mask & (s > -jnp.inf)
+                new = rule(s, mask, bind(n_t + j, rule))
+                flags = flags.set(jnp.any(mask, axis=-1) & ~jnp.any(new, axis=-1), Status.EMPTY_SUPPORT, n_t + j)
+                mask = new
+            return mask, flags
+
         for i, t in enumerate(self.transforms):
+            mask, flags = apply_rules(s, mask, flags, i)
             shiftable = all(u.shift_equivariant for u in self.transforms[i:])
             if shiftable and t.rescales:  # (s − max s) / t: exact differences, no overflow
                 s = s - row_shift(s, s > -jnp.inf)
             s, overflow, banned = _transform(t, s, bind(i, t), shiftable)
             flags = flags.set(overflow, Status.NONFINITE_SCORES, i).set(banned, Status.EMPTY_SUPPORT, i)
+            if mask is not None:  # a transform after some rules: what it bans leaves the support
+                kept = mask & (s > -jnp.inf)
+                flags = flags.set(jnp.any(mask, axis=-1) & ~jnp.any(kept, axis=-1), Status.EMPTY_SUPPORT, i)
+                mask = kept
             g = t.greedy_rows(batch)
             if g is not None:
                 greedy = greedy | g
-        mask = s > -jnp.inf
-        for j, rule in enumerate(self.support):
-            if getattr(rule, "restricts_domain", False):  # (those acted on x already)
-                continue
-            new = rule(s, mask, bind(n_t + j, rule))
-            flags = flags.set(jnp.any(mask, axis=-1) & ~jnp.any(new, axis=-1), Status.EMPTY_SUPPORT, n_t + j)
-            mask = new
+        mask, flags = apply_rules(s, mask, flags, n_t)
+        if mask is None:
+            mask = s > -jnp.inf
         before = mask
         for term in self.terms:
             # A KL term with weight > 0 forbids tokens its reference gives zero mass.
@@ -396,6 +425,28 @@ class Objective:
             val = val + jnp.where(c > 0, c * term.value(q, problem.ctx), 0.0)
         off = jnp.any((q > 0) & ~problem.mask, axis=-1)
         return jnp.where(off, -jnp.inf, val)
+
+
+def _check_support_at(support_at, n_rules, n_transforms):
+    """``support_at`` as a tuple of ints (one per rule, non-decreasing, in ``[0, n_transforms]``),
+    or None — also for the default placement (every rule after every transform)."""
+    if support_at is None:
+        return None
+    what = (
+        f"Objective: `support_at` must be None or {n_rules} integers (one per support rule), "
+        f"non-decreasing, each in [0, {n_transforms}] (the number of transforms before the rule)"
+    )
+    try:
+        at = tuple(support_at)
+    except TypeError:
+        raise ValueError(f"{what}, got {support_at!r}") from None
+    ok = len(at) == n_rules and all(
+        isinstance(a, (int, np.integer)) and not isinstance(a, bool) and 0 <= a <= n_transforms for a in at
+    )
+    if not ok or any(at[i + 1] < at[i] for i in range(len(at) - 1)):
+        raise ValueError(f"{what}, got {support_at!r}")
+    at = tuple(int(a) for a in at)
+    return None if all(a == n_transforms for a in at) else at
 
 
 class _Flags(NamedTuple):

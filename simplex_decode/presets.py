@@ -126,26 +126,28 @@ def temperature(t=1.0) -> Decoder:
     return Decoder(Objective(terms=Entropy(), transforms=_tempered(t)))
 
 
-@_preset(k=declared(TopK, "k"), temperature=_T)
-def top_k(k, temperature=1.0) -> Decoder:
-    """Softmax of ``logits/temperature`` restricted to the ``k`` highest scores."""
-    return Decoder(Objective(terms=Entropy(), support=TopK(k), transforms=_tempered(temperature)))
+@_preset(k=declared(TopK, "k"), temperature=_T, min_keep=declared(TopK, "min_keep"))
+def top_k(k, temperature=1.0, *, min_keep=1) -> Decoder:
+    """Softmax of ``logits/temperature`` restricted to the ``max(k, min_keep)`` highest scores."""
+    return Decoder(Objective(terms=Entropy(), support=TopK(k, min_keep=min_keep), transforms=_tempered(temperature)))
 
 
-@_preset(p=declared(TopP, "p"), temperature=_T, from_model=declared(TopP, "from_model"))
-def top_p(p, temperature=1.0, *, from_model=False) -> Decoder:
+@_preset(p=declared(TopP, "p"), temperature=_T, from_model=declared(TopP, "from_model"),
+         min_keep=declared(TopP, "min_keep"))
+def top_p(p, temperature=1.0, *, from_model=False, min_keep=1) -> Decoder:
     """Softmax of ``logits/temperature`` renormalised on the nucleus of mass ``p``.
 
     ``from_model=True`` takes the nucleus from the untempered model distribution (the
     paper's variant); the default follows transformers (temperature first).
     """
-    return Decoder(Objective(terms=Entropy(), support=TopP(p, from_model=from_model), transforms=_tempered(temperature)))
+    return Decoder(Objective(terms=Entropy(), support=TopP(p, from_model=from_model, min_keep=min_keep), transforms=_tempered(temperature)))
 
 
-@_preset(p=declared(MinP, "p"), temperature=_T, from_model=declared(MinP, "from_model"))
-def min_p(p, temperature=1.0, *, from_model=False) -> Decoder:
+@_preset(p=declared(MinP, "p"), temperature=_T, from_model=declared(MinP, "from_model"),
+         min_keep=declared(MinP, "min_keep"))
+def min_p(p, temperature=1.0, *, from_model=False, min_keep=1) -> Decoder:
     """Softmax of ``logits/temperature`` on tokens with ``prob ≥ p · max prob``."""
-    return Decoder(Objective(terms=Entropy(), support=MinP(p, from_model=from_model), transforms=_tempered(temperature)))
+    return Decoder(Objective(terms=Entropy(), support=MinP(p, from_model=from_model, min_keep=min_keep), transforms=_tempered(temperature)))
 
 
 @_preset(temperature=_T)
@@ -172,45 +174,51 @@ def kl_anchored(lam, reference=None, temperature=1.0) -> Decoder:
 # --- The decoder catalogue: truncation rules, adaptive temperature, composition ---
 
 
-@_preset(p=declared(Typical, "p"), temperature=_T, from_model=declared(Typical, "from_model"))
-def typical(p, temperature=1.0, *, from_model=False) -> Decoder:
+@_preset(p=declared(Typical, "p"), temperature=_T, from_model=declared(Typical, "from_model"),
+         min_keep=declared(Typical, "min_keep"))
+def typical(p, temperature=1.0, *, from_model=False, min_keep=1) -> Decoder:
     """Locally typical sampling: softmax of ``logits/temperature`` on the typical set of mass ``p``
     (:class:`~simplex_decode.supports.Typical`, transformers' ``typical_p``)."""
-    return Decoder(Objective(terms=Entropy(), support=Typical(p, from_model=from_model), transforms=_tempered(temperature)))
+    return Decoder(Objective(terms=Entropy(), support=Typical(p, from_model=from_model, min_keep=min_keep), transforms=_tempered(temperature)))
 
 
-@_preset(eps=declared(Epsilon, "epsilon"), temperature=_T, from_model=declared(Epsilon, "from_model"))
-def epsilon(eps, temperature=1.0, *, from_model=False) -> Decoder:
+@_preset(eps=declared(Epsilon, "epsilon"), temperature=_T, from_model=declared(Epsilon, "from_model"),
+         min_keep=declared(Epsilon, "min_keep"))
+def epsilon(eps, temperature=1.0, *, from_model=False, min_keep=1) -> Decoder:
     """ε-sampling: softmax of ``logits/temperature`` on tokens with ``prob ≥ eps`` (transformers' ``epsilon_cutoff``)."""
-    return Decoder(Objective(terms=Entropy(), support=Epsilon(eps, from_model=from_model), transforms=_tempered(temperature)))
+    return Decoder(Objective(terms=Entropy(), support=Epsilon(eps, from_model=from_model, min_keep=min_keep), transforms=_tempered(temperature)))
 
 
-@_preset(eps=declared(Eta, "epsilon"), temperature=_T, from_model=declared(Eta, "from_model"))
-def eta(eps, temperature=1.0, *, from_model=False) -> Decoder:
+@_preset(eps=declared(Eta, "epsilon"), temperature=_T, from_model=declared(Eta, "from_model"),
+         min_keep=declared(Eta, "min_keep"))
+def eta(eps, temperature=1.0, *, from_model=False, min_keep=1) -> Decoder:
     """η-sampling: softmax on tokens with ``prob ≥ min(eps, √eps·e^{−H})`` (transformers' ``eta_cutoff``)."""
-    return Decoder(Objective(terms=Entropy(), support=Eta(eps, from_model=from_model), transforms=_tempered(temperature)))
+    return Decoder(Objective(terms=Entropy(), support=Eta(eps, from_model=from_model, min_keep=min_keep), transforms=_tempered(temperature)))
 
 
-@_preset(n=declared(TopNSigma, "n"), temperature=_T, from_model=declared(TopNSigma, "from_model"))
-def top_n_sigma(n, temperature=1.0, *, from_model=False) -> Decoder:
+@_preset(n=declared(TopNSigma, "n"), temperature=_T, from_model=declared(TopNSigma, "from_model"),
+         min_keep=declared(TopNSigma, "min_keep"))
+def top_n_sigma(n, temperature=1.0, *, from_model=False, min_keep=1) -> Decoder:
     """Top-nσ: softmax of ``logits/temperature`` on tokens with score ``≥ max − n·σ`` (temperature-invariant)."""
-    return Decoder(Objective(terms=Entropy(), support=TopNSigma(n, from_model=from_model), transforms=_tempered(temperature)))
+    return Decoder(Objective(terms=Entropy(), support=TopNSigma(n, from_model=from_model, min_keep=min_keep), transforms=_tempered(temperature)))
 
 
 @_preset(
-    h=declared(TopH, "h"), temperature=_T, top_n=declared(TopH, "top_n"), from_model=declared(TopH, "from_model")
+    h=declared(TopH, "h"), temperature=_T, top_n=declared(TopH, "top_n"), from_model=declared(TopH, "from_model"),
+    min_keep=declared(TopH, "min_keep"),
 )
-def top_h(h, temperature=1.0, *, top_n=100, from_model=False) -> Decoder:
+def top_h(h, temperature=1.0, *, top_n=100, from_model=False, min_keep=1) -> Decoder:
     """Top-H: softmax on the longest prefix (by score, among the best ``top_n``) whose cumulative
     entropy stays ``≤ h·H`` (transformers' ``top_h``)."""
-    rule = TopH(h, top_n=top_n, from_model=from_model)
+    rule = TopH(h, top_n=top_n, from_model=from_model, min_keep=min_keep)
     return Decoder(Objective(terms=Entropy(), support=rule, transforms=_tempered(temperature)))
 
 
-@_preset(a=declared(TopA, "a"), temperature=_T, from_model=declared(TopA, "from_model"))
-def top_a(a, temperature=1.0, *, from_model=False) -> Decoder:
+@_preset(a=declared(TopA, "a"), temperature=_T, from_model=declared(TopA, "from_model"),
+         min_keep=declared(TopA, "min_keep"))
+def top_a(a, temperature=1.0, *, from_model=False, min_keep=1) -> Decoder:
     """Top-a: softmax of ``logits/temperature`` on tokens with ``prob ≥ a·(max prob)²``."""
-    return Decoder(Objective(terms=Entropy(), support=TopA(a, from_model=from_model), transforms=_tempered(temperature)))
+    return Decoder(Objective(terms=Entropy(), support=TopA(a, from_model=from_model, min_keep=min_keep), transforms=_tempered(temperature)))
 
 
 @_preset(**{name: declared(EDT, name) for name in ("t0", "theta", "n")})

@@ -26,7 +26,7 @@ from ._pytree import check_range, param, per_row, pytree_dataclass
 from ._select import KCAP, tie_cut, topk_mask
 from ._window import BLOCK, WINDOW_BLOCKS, choose, window
 
-__all__ = ["SupportRule", "Full", "TopK", "TopP", "MinP", "Mask", "bisect_smallest_true", "nucleus_mask"]
+__all__ = ["SupportRule", "Full", "TopK", "TopP", "MinP", "Mask", "bisect_smallest_true", "nucleus_mask", "keep_at_least"]
 
 
 class SupportRule:
@@ -75,6 +75,40 @@ class Full(SupportRule):
         return mask
 
 
+def _min_keep():
+    return param(
+        1, lo=0, integer=True,
+        doc="never keep fewer tokens than this (the most probable; 0 and 1 both keep the best one)",
+    )
+
+
+def keep_at_least(keep, x, min_keep, mask):
+    """``keep`` plus the ``min_keep`` highest entries of ``x`` within ``mask`` (ties: lowest ids
+    first; all of ``mask`` when it holds fewer), per row: a rule's ``min_keep``.
+
+    ``keep`` must be closed upwards in ``x`` within ``mask`` (a token above a kept one is kept,
+    as every threshold rule's set is): a row that keeps ``m < min_keep`` tokens then gets the
+    ``min_keep − m`` best of the others, one exact arg-max round (two reductions over the
+    row) per token added; a row that already keeps ``min_keep`` tokens is unchanged, and when
+    no row is short no round runs. (``min_keep`` is meant to be small, as in llama.cpp and
+    transformers; the rule's own window path is untouched.)
+    """
+    mk = per_row(min_keep, x.shape[:-1]).astype(jnp.int32)
+    n = jnp.sum(mask, axis=-1, keepdims=True, dtype=jnp.int32)
+    need = jnp.minimum(mk, n) - jnp.sum(keep, axis=-1, keepdims=True, dtype=jnp.int32)
+    ids = lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    xm = jnp.where(mask, x, -jnp.inf)
+
+    def body(carry):
+        i, kept = carry
+        rest = mask & ~kept
+        top = jnp.max(jnp.where(rest, xm, -jnp.inf), axis=-1, keepdims=True)
+        best = jnp.min(jnp.where(rest & (xm == top), ids, x.shape[-1]), axis=-1, keepdims=True)
+        return i + 1, kept | ((ids == best) & (i < need))
+
+    return lax.while_loop(lambda c: c[0] < jnp.max(need), body, (jnp.int32(0), keep))[1]
+
+
 @pytree_dataclass
 class TopK(SupportRule):
     """Keep the ``k`` highest scores (ties: lowest token ids first).
@@ -82,13 +116,21 @@ class TopK(SupportRule):
     ``k`` is a leaf (a scalar or a per-row integer array): new values never recompile.
     Exact without a full sort: the k-th largest score comes from a candidate window
     when it provably holds the top k, else from bisection on the bits of the float
-    scores (32 counting passes over the row).
+    scores (32 counting passes over the row). ``min_keep`` keeps ``max(k, min_keep)``
+    tokens (transformers' ``TopKLogitsWarper``; the default 1 changes nothing).
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> x = jnp.array([1.0, 3.0, 2.0, 3.0])
+      >>> sd.top_k(1).probs(x).tolist(), (sd.top_k(1, min_keep=3).probs(x) > 0).tolist()
+      ([0.0, 1.0, 0.0, 0.0], [False, True, True, True])
     """
 
     k: Any = param(lo=1, hi="V", integer=True, doc="how many of the highest scores to keep")
+    min_keep: Any = _min_keep()
 
     def __call__(self, scores, mask, ctx):
-        return topk_mask(scores, _row(self.k, scores), mask)
+        return topk_mask(scores, jnp.maximum(_row(self.k, scores), _row(self.min_keep, scores)), mask)
 
 
 def _from_model():
@@ -97,6 +139,7 @@ def _from_model():
 
 def _from(rule, scores, ctx):
     return ctx.logits if rule.from_model else scores
+
 
 
 @pytree_dataclass
@@ -108,13 +151,23 @@ class TopP(SupportRule):
     from the untempered model logits instead (the paper's definition). A token is kept
     iff the mass of the tokens ranked strictly before it is ``< p`` (transformers'
     ``TopPLogitsWarper``), so the most probable token is always kept. Exact, no sort.
+    At least ``min_keep`` tokens are kept (the most probable; llama.cpp's ``last_idx ≥
+    min_keep``, transformers' ``min_tokens_to_keep``); the default 1 changes nothing.
+
+    Example:
+      >>> import jax.numpy as jnp, simplex_decode as sd
+      >>> x = jnp.log(jnp.array([0.6, 0.3, 0.1]))
+      >>> (sd.top_p(0.5).probs(x) > 0).tolist(), (sd.top_p(0.5, min_keep=2).probs(x) > 0).tolist()
+      ([True, False, False], [True, True, False])
     """
 
     p: Any = param(lo=0.0, hi=1.0, lo_open=True, doc="the nucleus mass")
     from_model: bool = _from_model()
+    min_keep: Any = _min_keep()
 
     def __call__(self, scores, mask, ctx):
-        return nucleus_mask(_from(self, scores, ctx), _row(self.p, scores), mask)
+        x = _from(self, scores, ctx)
+        return keep_at_least(nucleus_mask(x, _row(self.p, scores), mask), x, self.min_keep, mask)
 
 
 def _tie_keep(n_tie, below, tail, t):
@@ -254,18 +307,21 @@ def nucleus_mask(x, p, mask):
 class MinP(SupportRule):
     """Keep tokens with ``prob ≥ p · max prob`` (transformers' ``MinPLogitsWarper``).
 
-    ``p = 0`` keeps every token; the most probable token is always kept.
+    ``p = 0`` keeps every token; the most probable token is always kept, and at least
+    ``min_keep`` tokens (the most probable; llama.cpp's and transformers' ``min_keep``).
     ``from_model=True`` measures probabilities under the untempered model logits.
     """
 
     p: Any = param(lo=0.0, hi=1.0, doc="the fraction of the top probability a token needs")
     from_model: bool = _from_model()
+    min_keep: Any = _min_keep()
 
     def __call__(self, scores, mask, ctx):
-        e = masked_exp(_from(self, scores, ctx), mask)
+        x = _from(self, scores, ctx)
+        e = masked_exp(x, mask)
         probs = e / row_sum(e)
         top = jnp.max(probs, axis=-1, keepdims=True)
-        return mask & (probs >= _row(self.p, e).astype(e.dtype) * top)
+        return keep_at_least(mask & (probs >= _row(self.p, e).astype(e.dtype) * top), x, self.min_keep, mask)
 
 
 @pytree_dataclass
@@ -302,7 +358,11 @@ class Mask(SupportRule):
 #
 # Each rule below measures probabilities as ``softmax`` of the current scores restricted to
 # the mask left by the rules before it (temperature first, as transformers does), or of the
-# untransformed model logits with ``from_model=True``. Each keeps at least one token.
+# untransformed model logits with ``from_model=True``. Each keeps at least one token, and at
+# least ``min_keep`` (transformers' ``min_tokens_to_keep``, llama.cpp's ``min_keep``): the
+# ``min_keep`` most probable tokens of the mask (ties: lowest ids first; the whole mask when
+# it holds fewer) are added to the rule's set — for typical sampling the ``min_keep`` most
+# *typical* ones, as both peers define it. The default 1 leaves every rule as it was.
 
 
 def _keep_max(x, mask):
@@ -319,7 +379,9 @@ class Typical(SupportRule):
     distance of the first token (in that ranking) at which the cumulative mass reaches
     ``p``. Tokens tied at ``t*`` are all kept, as in transformers. Exact without a sort:
     ``t*`` is the smallest float with ``mass{dist > t*} ≤ (1 − p)·Σ``, found by bisection on
-    its bits. ``p = 1`` keeps every token of positive probability.
+    its bits. ``p = 1`` keeps every token of positive probability. ``min_keep``: at least
+    that many tokens, the most typical (smallest distance; ties: lowest ids), as llama.cpp
+    and transformers keep them.
 
     Example:
       >>> import jax.numpy as jnp, simplex_decode as sd
@@ -331,6 +393,7 @@ class Typical(SupportRule):
 
     p: Any = param(lo=0.0, hi=1.0, lo_open=True, doc="the mass of the typical set")
     from_model: bool = _from_model()
+    min_keep: Any = _min_keep()
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
@@ -364,7 +427,7 @@ class Typical(SupportRule):
             t_w = threshold(dist_c, c.ev, c.small, tail, hi)
             d_out = jnp.maximum(jnp.log(safe_z) - jnp.log(c.rest) - ent, 0.0)
             t_star = choose(t_w < d_out, t_w, full_row, dist, e, tail, hi)
-        return mask & (dist <= t_star)
+        return keep_at_least(mask & (dist <= t_star), -dist, self.min_keep, mask)
 
 
 @pytree_dataclass
@@ -372,34 +435,39 @@ class Epsilon(SupportRule):
     """ε-sampling (Hewitt et al., 2022), transformers' ``EpsilonLogitsWarper``: keep
     tokens with ``prob ≥ epsilon``, and always the most probable one(s).
 
-    ``epsilon = 0`` keeps every token (a no-op row in a batch of per-row values).
+    ``epsilon = 0`` keeps every token (a no-op row in a batch of per-row values). At least
+    ``min_keep`` tokens are kept (transformers keeps every token tied with the
+    ``min_keep``-th score; here ties beyond it are cut at the lowest ids, the library's rule).
     """
 
     epsilon: Any = param(lo=0.0, hi=1.0, hi_open=True, doc="the probability a token needs")
     from_model: bool = _from_model()
+    min_keep: Any = _min_keep()
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
         p = softmax_stats(x, mask).p
         eps = _row(self.epsilon, p).astype(p.dtype)
-        return mask & ((p >= eps) | _keep_max(x, mask))
+        return keep_at_least(mask & ((p >= eps) | _keep_max(x, mask)), x, self.min_keep, mask)
 
 
 @pytree_dataclass
 class Eta(SupportRule):
     """η-sampling (Hewitt et al., 2022), transformers' ``EtaLogitsWarper``: keep tokens with
     ``prob ≥ min(ε, √ε·exp(−H(p)))``, an entropy-dependent cut-off, and always the most
-    probable one(s). ``epsilon`` is the paper's ε (transformers' ``eta_cutoff``)."""
+    probable one(s). ``epsilon`` is the paper's ε (transformers' ``eta_cutoff``). At least
+    ``min_keep`` tokens are kept (as :class:`Epsilon` keeps them)."""
 
     epsilon: Any = param(lo=0.0, hi=1.0, hi_open=True, doc="ε of the entropy-dependent cut-off")
     from_model: bool = _from_model()
+    min_keep: Any = _min_keep()
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
         p, _, ent, _, _ = softmax_stats(x, mask)
         eps = _row(self.epsilon, p).astype(p.dtype)
         eta = jnp.minimum(eps, jnp.sqrt(eps) * jnp.exp(-ent))
-        return mask & ((p >= eta) | _keep_max(x, mask))
+        return keep_at_least(mask & ((p >= eta) | _keep_max(x, mask)), x, self.min_keep, mask)
 
 
 @pytree_dataclass
@@ -413,10 +481,13 @@ class TopNSigma(SupportRule):
     ``n = 0`` keeps only the maxima (llama.cpp instead treats ``n ≤ 0`` as "off").
     The moments are taken of the scores divided by a power of two at least their largest
     magnitude (an exact scaling), so rows near the float maximum never square to ``inf``.
+    At least ``min_keep`` tokens are kept, the highest scores (llama.cpp's top-nσ has no
+    ``min_keep``; the default 1 changes nothing).
     """
 
     n: Any = param(lo=0.0, doc="how many standard deviations below the max a token may be")
     from_model: bool = _from_model()
+    min_keep: Any = _min_keep()
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
@@ -428,7 +499,7 @@ class TopNSigma(SupportRule):
         var = row_sum(jnp.where(mask, (y - mean) ** 2, 0.0)) / cnt
         top = masked_max(y, mask)
         n = _row(self.n, x).astype(x.dtype)
-        return mask & (y >= top - n * jnp.sqrt(var))
+        return keep_at_least(mask & (y >= top - n * jnp.sqrt(var)), x, self.min_keep, mask)
 
 
 @pytree_dataclass
@@ -438,12 +509,15 @@ class TopH(SupportRule):
     Among the ``top_n`` (default 100) highest-scoring tokens, with ``π = softmax`` over
     just those, keep the longest prefix (in descending score, ties by lowest id) whose
     cumulative entropy ``Σ_{i ≤ j} −π_i log π_i`` stays ``≤ h·H(π)``; the best token is
-    always kept. ``h ∈ (0, 1]``; ``top_n`` is static (it sizes the partial sort).
+    always kept. ``h ∈ (0, 1]``; ``top_n`` is static (it sizes the partial sort). At least
+    ``min_keep`` tokens are kept, the highest scores (even beyond ``top_n``; transformers'
+    Top-H has no ``min_tokens_to_keep``, and the default 1 changes nothing).
     """
 
     h: Any = param(lo=0.0, hi=1.0, lo_open=True, doc="the fraction of the entropy the prefix may use")
     top_n: int = param(100, lo=1, integer=True, static=True, doc="how many top tokens are considered")
     from_model: bool = _from_model()
+    min_keep: Any = _min_keep()
 
     def __call__(self, scores, mask, ctx):
         x = jnp.where(mask, _from(self, scores, ctx), -jnp.inf)
@@ -458,22 +532,25 @@ class TopH(SupportRule):
         tau = cum[..., -1:] * _row(self.h, vals).astype(vals.dtype)
         sel = (cum <= tau) | (jnp.arange(n) == 0)
         keep = jnp.put_along_axis(jnp.zeros(x.shape, bool), idx, sel & ok, axis=-1, inplace=False)
-        return mask & keep
+        return keep_at_least(mask & keep, x, self.min_keep, mask)
 
 
 @pytree_dataclass
 class TopA(SupportRule):
     """Top-a (BlinkDL's RWKV sampler): keep tokens with ``prob ≥ a · (max prob)²``, and
-    always the most probable one(s). ``a = 0`` keeps every token."""
+    always the most probable one(s). ``a = 0`` keeps every token. At least ``min_keep``
+    tokens are kept (as :class:`Epsilon` keeps them)."""
 
     a: Any = param(lo=0.0, doc="the factor on the squared top probability")
     from_model: bool = _from_model()
+    min_keep: Any = _min_keep()
 
     def __call__(self, scores, mask, ctx):
         x = _from(self, scores, ctx)
         p = softmax_stats(x, mask).p
         top = jnp.max(p, axis=-1, keepdims=True)
-        return mask & ((p >= _row(self.a, p).astype(p.dtype) * top * top) | _keep_max(x, mask))
+        keep = mask & ((p >= _row(self.a, p).astype(p.dtype) * top * top) | _keep_max(x, mask))
+        return keep_at_least(keep, x, self.min_keep, mask)
 
 
 __all__ += ["Typical", "Epsilon", "Eta", "TopNSigma", "TopH", "TopA"]

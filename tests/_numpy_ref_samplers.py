@@ -265,3 +265,123 @@ def repetition_penalty(scores, history, penalty):
 
 def softmax(x):
     return np.exp(log_softmax(x))
+
+
+# --- llama.cpp's truncation samplers with min_keep, and its default chain ---------------
+#
+# Each takes and returns a candidate list (ids, logits) as llama.cpp's token-data array holds
+# it: removed tokens leave the list, the survivors keep their logits. Sorted by descending
+# logit, ties by lowest id (the library's rule; llama.cpp's partial sorts leave it open).
+
+
+def candidates(logits):
+    """(ids, logits) of the finite logits, sorted (llama.cpp's array after a full sort)."""
+    x = np.asarray(logits, np.float64)
+    ids = np.flatnonzero(x > -np.inf)
+    ids = ids[np.lexsort((ids, -x[ids]))]
+    return ids, x[ids]
+
+
+def _probs(lg):
+    return np.exp(log_softmax(lg))
+
+
+def lc_top_k(ids, lg, k):
+    """``llama_sampler_top_k_impl``: the first ``k`` (k <= 0: off)."""
+    return (ids, lg) if k <= 0 else (ids[:k], lg[:k])
+
+
+def lc_top_p(ids, lg, p, min_keep):
+    """``llama_sampler_top_p_apply``: the shortest prefix with mass >= p and >= min_keep tokens."""
+    if p >= 1.0:
+        return ids, lg
+    cum, last = 0.0, len(ids)
+    for i, pi in enumerate(_probs(lg)):
+        cum += pi
+        if cum >= p and i + 1 >= min_keep:
+            last = i + 1
+            break
+    return ids[:last], lg[:last]
+
+
+def lc_min_p(ids, lg, p, min_keep):
+    """``llama_sampler_min_p_apply`` (sorted path): logit >= max + log p, or i < min_keep."""
+    if p <= 0.0 or not len(ids):
+        return ids, lg
+    cut = lg[0] + math.log(p)
+    i = 1
+    while i < len(ids) and not (lg[i] < cut and i >= min_keep):
+        i += 1
+    return ids[:i], lg[:i]
+
+
+def lc_typical(ids, lg, p, min_keep):
+    """``llama_sampler_typical_apply``: by |−log p − H| ascending (stable), the shortest prefix
+    with mass > p and >= min_keep tokens; the survivors are re-sorted by logit."""
+    if p >= 1.0:
+        return ids, lg
+    pr = _probs(lg)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.sum(np.where(pr > 0, pr * np.log(np.where(pr > 0, pr, 1.0)), 0.0))
+        shifted = np.abs(-log_softmax(lg) - ent)
+    order = np.argsort(shifted, kind="stable")
+    cum, last = 0.0, len(order)
+    for i, j in enumerate(order):
+        cum += pr[j]
+        if cum > p and (min_keep == 0 or i >= min_keep - 1):
+            last = i + 1
+            break
+    keep = np.sort(order[:last])  # back to logit order (positions in the sorted list)
+    return ids[keep], lg[keep]
+
+
+def lc_top_n_sigma(ids, lg, n):
+    """``llama_sampler_top_n_sigma_apply`` (n <= 0: off): logit >= max − n·σ."""
+    if n <= 0 or len(ids) <= 1:
+        return ids, lg
+    std = np.sqrt(np.mean((lg - lg.mean()) ** 2))
+    keep = ~(lg < lg.max() - n * std)
+    return ids[keep], lg[keep]
+
+
+def lc_xtc(ids, lg, threshold, probability, min_keep, chance):
+    """``llama_sample_xtc_apply`` on the candidate list (``chance``: its uniform draw)."""
+    kept = set(xtc_keep(_scatter(ids, lg), threshold, probability, min_keep, chance).tolist())
+    sel = np.array([i in kept for i in ids], bool)
+    return ids[sel], lg[sel]
+
+
+def _scatter(ids, lg):
+    out = np.full(ids.max() + 1, -np.inf)
+    out[ids] = lg
+    return out
+
+
+def lc_penalties(logits, history, repeat, freq, present):
+    """``llama_sampler_penalties_apply`` over the whole history: ``logit <= 0 ? ·repeat : /repeat``,
+    then ``− count·freq − (count > 0)·present``."""
+    x = np.array(logits, np.float64)
+    for tok, count in zip(*np.unique(np.asarray(history, int), return_counts=True), strict=True):
+        x[tok] = x[tok] * repeat if x[tok] <= 0 else x[tok] / repeat
+        x[tok] -= count * freq + (count > 0) * present
+    return x
+
+
+def llama_chain(logits, history, *, repeat=1.0, freq=0.0, present=0.0, top_n_sigma=-1.0, top_k=40,
+                typical=1.0, top_p=0.95, min_p=0.05, xtc=(0.1, 0.0, 1, 1.0), temp=0.8, min_keep=0):
+    """llama.cpp's default chain (penalties → top-nσ → top-k → typical → top-p → min-p → XTC →
+    temperature → dist) for one row; returns the distribution ``dist`` samples from."""
+    x = lc_penalties(logits, history, repeat, freq, present)
+    ids, lg = candidates(x)
+    ids, lg = lc_top_n_sigma(ids, lg, top_n_sigma)
+    ids, lg = lc_top_k(ids, lg, top_k)
+    ids, lg = lc_typical(ids, lg, typical, min_keep)
+    ids, lg = lc_top_p(ids, lg, top_p, min_keep)
+    ids, lg = lc_min_p(ids, lg, min_p, min_keep)
+    ids, lg = lc_xtc(ids, lg, *xtc)
+    q = np.zeros(len(logits))
+    if temp <= 0:  # llama_sampler_temp_impl: only the (first) maximum survives
+        q[ids[np.argmax(lg)]] = 1.0
+        return q
+    q[ids] = _probs(lg / temp)
+    return q

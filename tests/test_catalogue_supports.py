@@ -14,6 +14,8 @@ import pytest
 import simplex_decode as sd
 from simplex_decode import reference
 
+from . import _numpy_ref_samplers as npr
+
 
 def _log_softmax(x):
     x = np.asarray(x, np.float64)
@@ -28,8 +30,8 @@ def _entropy(logp):
     return -np.sum(np.where(p > 0, p * np.where(p > 0, logp, 0.0), 0.0), -1, keepdims=True)
 
 
-def typical_ref(scores, mass):
-    """transformers' TypicalLogitsWarper (min_tokens_to_keep=1)."""
+def typical_ref(scores, mass, min_tokens_to_keep=1):
+    """transformers' TypicalLogitsWarper."""
     scores = np.asarray(scores, np.float64)
     keep = np.zeros(scores.shape, bool)
     for idx in np.ndindex(*scores.shape[:-1]):
@@ -41,7 +43,7 @@ def typical_ref(scores, mass):
         cum = np.cumsum(np.exp(_log_softmax(row[order])))
         last = min(int(np.sum(cum < mass)), row.size - 1)
         remove = shifted[order] > shifted[order][last]
-        remove[0] = False
+        remove[:min_tokens_to_keep] = False
         keep[idx + (order[~remove],)] = True
     return keep & np.isfinite(scores)
 
@@ -240,3 +242,146 @@ def test_traced_bad_parameter_raises_under_checked():
 
     with pytest.raises(Exception, match="Typical: `p`"):
         sd.checked(run)(jnp.float32(1.5), x)
+
+
+# --- min_keep (transformers' min_tokens_to_keep, llama.cpp's min_keep) ---------------------
+
+
+def _min_keep_rows(V=24, seed=5):
+    """Random rows, a row of ties (few distinct values), a row with -inf entries and one with
+    only three finite tokens (fewer than the larger min_keep values)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((5, V)) * 2.5
+    x[1] = np.round(x[1]) / 2.0  # ties
+    x[2, rng.choice(V, V // 3, replace=False)] = -np.inf
+    x[3, 3:] = -np.inf
+    x[4, :6] = 4.0  # a tied top
+    return x.astype(np.float32)
+
+
+def _top_m(scores, m):
+    """The ``m`` highest finite scores of each row (ties: lowest ids), all finite if fewer."""
+    keep = np.zeros(scores.shape, bool)
+    for idx in np.ndindex(*scores.shape[:-1]):
+        row = scores[idx]
+        order = np.lexsort((np.arange(row.size), -row))
+        order = order[np.isfinite(row[order])][:m]
+        keep[idx + (order,)] = True
+    return keep
+
+
+def _llama_keep(fn, logits, *args):
+    keep = np.zeros(logits.shape, bool)
+    for b, row in enumerate(logits):
+        ids, _ = fn(*npr.candidates(row), *args)
+        keep[b, ids] = True
+    return keep
+
+
+@pytest.mark.parametrize("min_keep", [0, 1, 4, 30])
+def test_min_keep_equals_llama_cpp(min_keep):
+    """top-p, min-p and typical with ``min_keep`` equal llama.cpp's samplers (a numpy port of
+    ``src/llama-sampling.cpp``) on random rows, ties and -inf; 30 exceeds every finite count."""
+    logits = _min_keep_rows()
+    for p in (0.05, 0.5, 0.9):
+        q = np.asarray(_probs(sd.top_p(p, min_keep=min_keep), logits))
+        np.testing.assert_array_equal(q > 0, _llama_keep(npr.lc_top_p, logits, p, min_keep), err_msg=f"top_p {p}")
+    for p in (0.05, 0.3, 0.9):
+        q = np.asarray(_probs(sd.min_p(p, min_keep=min_keep), logits))
+        np.testing.assert_array_equal(q > 0, _llama_keep(npr.lc_min_p, logits, p, min_keep), err_msg=f"min_p {p}")
+    # typical: llama.cpp cuts ties at the distance threshold by sort position, transformers keeps
+    # them (as the library does): compare the rows without tied distances with llama.cpp, all
+    # rows with transformers' warper (min_tokens_to_keep = min_keep).
+    for p in (0.2, 0.6, 0.95):
+        q = np.asarray(_probs(sd.typical(p, min_keep=min_keep), logits))
+        llama = _llama_keep(npr.lc_typical, logits, p, min_keep)
+        np.testing.assert_array_equal((q > 0)[[0, 2, 3]], llama[[0, 2, 3]], err_msg=f"typical {p}")
+        np.testing.assert_array_equal(q > 0, typical_ref(logits, p, max(min_keep, 1)), err_msg=f"typical {p}")
+        expected = _softmax_on(logits, q > 0)
+        assert np.abs(q - expected).max() <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["epsilon", "eta", "top_n_sigma", "top_h", "top_a", "top_k"])
+def test_min_keep_adds_the_most_probable_tokens(name):
+    """Every other rule keeps its set plus the ``min_keep`` most probable tokens (ties: lowest
+    ids; transformers' ``max(top_k, min_tokens_to_keep)`` for top-k)."""
+    logits = _min_keep_rows()
+    t = 0.8
+    tempered = logits.astype(np.float64) / np.float32(t)
+    if name == "top_k":
+        preset, params = sd.top_k, (1, 3)
+        ref = lambda s, k: _top_m(s, k)  # noqa: E731
+    else:
+        preset, ref, params = CASES[name]
+        params = (params[1], params[-1])
+    for param in params:
+        for min_keep in (0, 1, 5, 30):
+            q = np.asarray(_probs(preset(param, temperature=t, min_keep=min_keep), logits), np.float64)
+            keep = ref(tempered, param) | _top_m(tempered, min_keep)
+            np.testing.assert_array_equal(q > 0, keep, err_msg=f"{name}({param}, min_keep={min_keep})")
+            assert np.abs(q - _softmax_on(tempered, keep)).max() <= 1e-5
+
+
+def test_min_keep_per_row_under_one_compilation_jit_and_vmap():
+    logits = _min_keep_rows()
+    traces = []
+
+    @jax.jit
+    def run(dec, x):
+        traces.append(1)
+        return dec.probs(x)
+
+    per_row = np.array([0, 2, 7, 30, 3], np.int32)
+    for make in (lambda mk: sd.top_p(0.3, min_keep=mk), lambda mk: sd.min_p(0.5, min_keep=mk)):
+        traces.clear()
+        q = np.asarray(run(make(per_row), logits))
+        run(make(per_row[::-1].copy()), logits)
+        for i, mk in enumerate(per_row):  # one (scalar-leaf) compilation for every value
+            np.testing.assert_array_equal(q[i], np.asarray(run(make(int(mk)), logits))[i])
+        assert len(traces) == 2  # per-row and scalar leaves: shapes, not values
+    qv = jax.vmap(lambda x, mk: sd.top_p(0.3, min_keep=mk).probs(x))(jnp.asarray(logits), jnp.asarray(per_row))
+    np.testing.assert_array_equal(np.asarray(qv), np.asarray(run(sd.top_p(0.3, min_keep=per_row), logits)))
+
+
+def test_min_keep_beyond_the_window_and_larger_than_the_row():
+    """Rows of 3000 (the rules' candidate-window paths) with min_keep past the window's
+    candidates, and min_keep above the finite count: every finite token, never a -inf one."""
+    rng = np.random.default_rng(11)
+    logits = (rng.standard_normal((2, 3000)) * 3).astype(np.float32)
+    logits[0, :10] += 12.0  # peaked: top-p keeps a handful, min_keep adds many
+    logits[1, 100:] = -np.inf
+    for mk in (300, 2000):
+        q = np.asarray(_probs(sd.top_p(0.9, min_keep=mk), logits))
+        keep = npr_topp(logits, 0.9) | _top_m(logits.astype(np.float64), mk)
+        np.testing.assert_array_equal(q > 0, keep)
+        assert (q[1] > 0).sum() == 100
+
+
+def npr_topp(s, p):
+    keep = np.zeros(s.shape, bool)
+    for b, row in enumerate(s):
+        ids, _ = npr.lc_top_p(*npr.candidates(row), p, 0)
+        keep[b, ids] = True
+    return keep
+
+
+def test_bad_min_keep_is_named():
+    cases = [
+        (lambda: sd.top_p(0.9, min_keep=-1), "top_p: `min_keep` must be an integer in [0, inf), got -1"),
+        (lambda: sd.min_p(0.1, min_keep=2.5), "min_p: `min_keep` must be an integer in [0, inf), got 2.5"),
+        (lambda: sd.typical(0.9, min_keep=np.array([1, -2])), "typical: `min_keep`"),
+        (lambda: sd.TopK(3, min_keep=-1), "TopK: `min_keep` must be an integer"),
+        (lambda: sd.Epsilon(0.1, min_keep=1.5), "Epsilon: `min_keep`"),
+        (lambda: sd.TopNSigma(1.0, min_keep="3"), "TopNSigma: `min_keep`"),
+    ]
+    for make, msg in cases:
+        with pytest.raises(ValueError) as e:
+            make()
+        assert msg in str(e.value), (msg, str(e.value))
+
+    @jax.jit
+    def run(mk, x):
+        return sd.Decoder(sd.Objective(terms=sd.Entropy(), support=sd.TopP(0.5, min_keep=mk))).probs(x)
+
+    with pytest.raises(Exception, match="TopP: `min_keep`"):
+        sd.checked(run)(jnp.int32(-3), jnp.zeros((2, 5)))

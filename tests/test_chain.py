@@ -153,3 +153,50 @@ def test_chain_is_one_compilation_for_new_parameter_values():
     for p, t in [(0.9, 0.7), (0.5, 1.3), (0.99, 0.2)]:
         run(sd.chain(sd.TopP(p), sd.Typical(p), sd.Temperature(t)), x)
     assert len(traces) == 1
+
+
+def test_llama_cpp_order_sorts_and_places_truncation_before_temperature():
+    dec = sd.chain(sd.Temperature(0.7), sd.XTC(0.1, 0.5), sd.MinP(0.05), sd.TopP(0.9), sd.Typical(0.9),
+                   sd.TopK(40), sd.TopNSigma(1.0), sd.PresencePenalty(0.1), sd.RepetitionPenalty(1.1),
+                   order="llama.cpp")
+    obj = dec.objective
+    assert [type(r).__name__ for r in obj.support] == ["TopNSigma", "TopK", "Typical", "TopP", "MinP", "XTC"]
+    assert [type(t).__name__ for t in obj.transforms] == ["RepetitionPenalty", "PresencePenalty", "Temperature"]
+    assert obj.support_at == (2,) * 6  # every rule reads the scores before the temperature
+    # mirostat reads the tempered scores (llama.cpp: temperature → mirostat)
+    miro = sd.chain(sd.Mirostat(5.0), sd.TopK(40), sd.Temperature(0.7), order="llama.cpp").objective
+    assert miro.support_at == (0, 1)
+    # without a temperature the placement is the default one
+    assert sd.chain(sd.TopK(4), sd.TopP(0.9), order="llama.cpp").objective.support_at is None
+    with pytest.raises(ValueError, match="Objective: `support_at` must be None or 1 integers"):
+        sd.Objective(support=sd.TopK(2), transforms=sd.Temperature(0.5), support_at=(2,))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        sd.Objective(support=(sd.TopK(2), sd.TopP(0.5)), transforms=sd.Temperature(0.5), support_at=(1, 0))
+
+
+@pytest.mark.parametrize("temp", [0.6, 1.7])
+def test_llama_cpp_chain_equals_numpy_port(temp):
+    """sd.chain(order="llama.cpp") equals a numpy port of llama.cpp's default sampler chain
+    (penalties → top-nσ → top-k → typical → top-p → min-p → XTC → temperature → dist): the
+    truncation reads the penalised, untempered logits; q = softmax(logits / temp) on what is left."""
+    from . import _numpy_ref_samplers as npr
+
+    rng = np.random.default_rng(7)
+    B, V = 12, 48
+    logits = (rng.standard_normal((B, V)) * 2.5).astype(np.float32)
+    logits[1, rng.choice(V, 10, replace=False)] = -np.inf
+    history = rng.integers(0, V, size=(B, 10))
+    settings = dict(repeat=1.3, freq=0.2, present=0.1, top_n_sigma=2.0, top_k=20, typical=0.95, top_p=0.5,
+                    min_p=0.05, xtc=(0.12, 1.0, 2, 0.0), temp=temp, min_keep=3)
+    mk = settings["min_keep"]
+    dec = sd.chain(sd.Temperature(temp), sd.XTC(0.12, 1.0, min_keep=2), sd.MinP(0.05, min_keep=mk),
+                   sd.TopP(0.5, min_keep=mk), sd.Typical(0.95, min_keep=mk), sd.TopK(20), sd.TopNSigma(2.0),
+                   sd.PresencePenalty(0.1), sd.FrequencyPenalty(0.2), sd.RepetitionPenalty(1.3), order="llama.cpp")
+    q = np.asarray(jax.jit(lambda d, x, h, k: d.probs(x, history=h, key=k))(dec, logits, history, jax.random.key(0)))
+    ref = np.stack([npr.llama_chain(logits[b], history[b], **settings) for b in range(B)])
+    np.testing.assert_array_equal(q > 0, ref > 0)
+    assert np.abs(q - ref).max() <= 1e-5
+    # the transformers order (temperature first) is another decoder on these rows
+    q_tf = np.asarray(sd.chain(*dec.objective.transforms, *dec.objective.support).probs(
+        logits, history=history, key=jax.random.key(0)))
+    assert np.abs(q_tf - ref).max() > 1e-3

@@ -107,14 +107,16 @@ def _number(v) -> str:
 
 
 def component_text(obj, *, skip=()) -> str:
-    """``Name(field=value, ...)``: every field but None ones, flags at their defaults and
-    ``skip``; arrays shown by their shape."""
+    """``Name(field=value, ...)``: every field but None ones, flags at their defaults, a
+    ``min_keep`` of 1 (which changes nothing) and ``skip``; arrays shown by their shape."""
     parts = []
     for f in dataclasses.fields(obj):
         if not f.init or f.name in skip:
             continue
         v = getattr(obj, f.name)
         if v is None or (isinstance(v, bool) and f.default is not dataclasses.MISSING and v == f.default):
+            continue
+        if f.name == "min_keep" and np.ndim(v) == 0 and int(v) == 1:
             continue
         if dataclasses.is_dataclass(v):
             parts.append(f"{f.name}={component_text(v)}")
@@ -134,6 +136,9 @@ def describe_objective(decoder) -> list[str]:
     lines = [("maximise", f"<q, s> + {terms}" if terms else "<q, s>   (linear: the argmax)")]
     support = " then ".join(component_text(r) for r in obj.support) if obj.support else "every token"
     lines.append(("over", f"q in the simplex with supp q in: {support}"))
+    if obj.support_at is not None:
+        at = ", ".join(f"{type(r).__name__} after {a} transform(s)" for r, a in zip(obj.support, obj.support_at, strict=True))
+        lines.append(("rules read", f"the scores as they stand in the chain: {at}"))
     scores = "logits"
     for t in obj.transforms:
         scores = f"{component_text(t)}({scores})"

@@ -191,4 +191,5 @@ def constrain(decoder, constraint: Constraint | Automaton | Sequence[Automaton],
     obj = decoder.objective
     if any(isinstance(r, Constraint) for r in obj.support):
         raise ValueError("constrain: the decoder already has a Constraint; pass several automata to one instead")
-    return type(decoder)(obj.replace(support=(constraint,) + tuple(obj.support)), solver=decoder.solver)
+    at = None if obj.support_at is None else (0,) + obj.support_at  # (it acts on the logits first)
+    return type(decoder)(obj.replace(support=(constraint,) + tuple(obj.support), support_at=at), solver=decoder.solver)

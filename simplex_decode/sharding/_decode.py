@@ -59,6 +59,8 @@ def plan(decoder) -> Plan:
 
     if not isinstance(decoder.solver, SUPPORTED["solver"]):
         refuse(f"solver {type(decoder.solver).__name__}")
+    if obj.support_at is not None:
+        refuse("a support rule placed inside the chain of transforms (Objective.support_at, order='llama.cpp')")
     for field in ("transforms", "support"):
         for c in getattr(obj, field):
             if type(c) not in SUPPORTED[field]:
@@ -114,14 +116,32 @@ def _min_p_keep(x, p, mask):
     return mask & (probs >= p.astype(e.dtype) * top)
 
 
+def _at_least(keep, x, min_keep, mask, ids):
+    """:func:`~simplex_decode.supports.keep_at_least` on the shards: one global arg-max round
+    (a ``pmax`` and a ``pmin``) per token added to a row that keeps fewer than ``min_keep``."""
+    need = jnp.minimum(per_row(min_keep, x.shape[:-1]).astype(jnp.int32), gcount(mask)) - gcount(keep)
+    xm = jnp.where(mask, x, -jnp.inf)
+    big = jnp.iinfo(jnp.int32).max
+
+    def body(carry):
+        i, kept = carry
+        rest = mask & ~kept
+        top = lax.pmax(jnp.max(jnp.where(rest, xm, -jnp.inf), axis=-1, keepdims=True), VOCAB)
+        best = lax.pmin(jnp.min(jnp.where(rest & (xm == top), ids, big), axis=-1, keepdims=True), VOCAB)
+        return i + 1, kept | ((ids == best) & (i < need))
+
+    return lax.while_loop(lambda c: c[0] < jnp.max(need), body, (jnp.int32(0), keep))[1]
+
+
 def _support(rule, s, x, mask, ids):
     src = x if getattr(rule, "from_model", False) else s
     value = per_row(rule.k if isinstance(rule, TopK) else rule.p, s.shape[:-1])
     if isinstance(rule, TopK):
-        return topk_keep(s, value.astype(jnp.int32), mask, ids)
+        k = jnp.maximum(value.astype(jnp.int32), per_row(rule.min_keep, s.shape[:-1]).astype(jnp.int32))
+        return topk_keep(s, k, mask, ids)
     if isinstance(rule, TopP):
-        return _nucleus_keep(src, value, mask, ids)
-    return _min_p_keep(src, value, mask)
+        return _at_least(_nucleus_keep(src, value, mask, ids), src, rule.min_keep, mask, ids)
+    return _at_least(_min_p_keep(src, value, mask), src, rule.min_keep, mask, ids)
 
 
 # --- closed forms -----------------------------------------------------------------------
