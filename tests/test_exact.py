@@ -91,6 +91,7 @@ def test_best_of_k_equals_cvxpy(x64, k):
     assert np.all(q[~masks] == 0.0)
 
 
+@pytest.mark.slow  # ~60 s of cvxpy; CI: test_best_of_k_equals_cvxpy and the suite's reference contract
 def test_best_of_k_with_support_rules_equals_cvxpy(x64):
     """The TopK and TopP rules themselves (the grid above uses their masks)."""
     logits = _logits((3, 24), seed=11)
@@ -108,6 +109,7 @@ def test_best_of_k_rules_equal_cvxpy(x64, weights):
     _assert_matches_cvxpy(sd.best_of_k(16, lam, beta, weights=weights, top_m=5).objective, logits)
 
 
+@pytest.mark.slow  # ~45 s of cvxpy at a large V; CI: the smaller vocabularies
 def test_best_of_k_large_vocabulary_equals_cvxpy(x64):
     """V = 50 000 against cvxpy (Clarabel), one case (about 5 s of Clarabel here). At this
     size Clarabel itself stops with InsufficientProgress on a 40 000-token top-p support,

@@ -10,7 +10,8 @@ wins. ``NOTEBOOK_STORE=1`` writes the executed notebook, outputs included, back 
 ``simplex_decode.outputs = "stored"``) are committed with the outputs of their full
 setting; :func:`test_stored_outputs` checks those outputs without executing anything.
 
-    python -m pytest -q tests/test_notebooks.py                 # fast profile
+    python -m pytest -q tests/test_notebooks.py                 # fast profile (repro_* are -m slow)
+    python -m pytest -q -m "slow or not slow" tests/test_notebooks.py   # fast profile, every notebook
     NOTEBOOK_PROFILE=full python -m pytest -q tests/test_notebooks.py   # full (hours)
     NOTEBOOK_PROFILE=full NOTEBOOK_STORE=1 python -m pytest -q tests/test_notebooks.py -k tour_of_the_simplex
 """
@@ -47,7 +48,15 @@ def check_outputs(nb, name):
             assert images, f"{name}, cell {i}: draws a figure but shows no image"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def _runs_param(path):
+    """The reproduction notebooks (``repro_*``: 130–340 s each in the fast profile on CI's two
+    cores) are ``slow``: CI checks their committed full-profile outputs
+    (:func:`test_stored_outputs`) and executes the other notebooks; ``-m slow`` executes them."""
+    marks = [pytest.mark.slow] if path.stem.startswith("repro_") else []
+    return pytest.param(path, id=path.stem, marks=marks)
+
+
+@pytest.mark.parametrize("path", [_runs_param(p) for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("NOTEBOOK_PROFILE", os.environ.get("NOTEBOOK_PROFILE", "fast"))
     monkeypatch.setenv("NOTEBOOK_OUT", str(tmp_path))

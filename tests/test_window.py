@@ -145,6 +145,7 @@ def test_one_flat_row_sends_the_batch_to_the_full_path_with_equal_results(paths)
     assert paths == [False, True, True, False]  # rows alone: peaked ones fit
 
 
+@pytest.mark.slow  # ~130 s of compilations; CI: the decoder suite runs every window case under jit and eagerly
 def test_window_paths_under_jit_match_eager():
     x = jnp.asarray(synthetic_logits("peaked", 4, 20000, 9))
     for dec in (sd.top_k(12, temperature=0.7), sd.top_p(0.9, temperature=0.7), sd.sparsemax(0.7), sd.entmax(1.5, 0.7)):
@@ -248,6 +249,7 @@ def test_choose_runs_the_full_row_path_on_the_failing_rows_only(failing):
         np.testing.assert_array_equal(np.asarray(g), w)
 
 
+@pytest.mark.slow  # ~110 s; CI: the decoder suite's bitwise row independence at V = 20 480 for top_k / top_p
 def test_one_flat_row_among_peaked_keeps_every_row_bitwise():
     """top-p at B = 8 with one flat row: every row equals the same row decoded alone."""
     x = synthetic_logits("peaked", 8, 20000, 12)
