@@ -68,7 +68,8 @@ _MESSAGES = {
     Status.INVALID_PARAMETER: "a parameter (a value known only on device) is out of its allowed range for this "
     "row, or a `history` id is outside [0, V-1]; run the jitted function under simplex_decode.checked(...) to "
     "raise an error naming the parameter and its range",
-    Status.INFEASIBLE: "the constraints admit no distribution on this row's support",
+    Status.INFEASIBLE: ("the constraints admit no distribution on this row's support (Cap: the bounds must leave "
+                        "a feasible distribution, c·|support| >= 1)"),
     Status.CONSTRAINT_INCOMPLETE: "the row reached max_new_tokens before its output matched the constraint "
     "(it is an unfinished match); raise max_new_tokens",
 }

@@ -2,6 +2,8 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 
+import contextlib  # noqa: E402
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -33,9 +35,14 @@ def x64():
 def record_choices(monkeypatch, *modules):
     """Patch ``choose`` (the window / candidate-set decision, see ``_window.choose``) in
     ``modules`` so that every decision is recorded: True when every row took the fast,
-    certified path. Works eagerly and under ``jit`` (a debug callback); returns the list."""
+    certified path. Works eagerly and under ``jit`` (a debug callback); returns the list.
+
+    The callback enters a program when it is traced, and eager calls run compiled programs
+    cached across tests (``Decoder.solve``), so JAX's caches are cleared first: a program an
+    earlier test compiled without the patch would record nothing."""
     from simplex_decode import _window
 
+    jax.clear_caches()
     taken = []
 
     def recording_choose(ok, fast, slow, *operands):
@@ -47,10 +54,24 @@ def record_choices(monkeypatch, *modules):
     return taken
 
 
+@contextlib.contextmanager
+def retrace(monkeypatch):
+    """``monkeypatch.context()`` for patches that act when JAX traces (a module global a
+    decoder's program reads): JAX's caches are cleared on entry and on exit, since eager
+    calls run compiled programs cached across calls (``Decoder.solve``) — without this, a
+    patched call could reuse an unpatched program, and later calls the patched one."""
+    jax.clear_caches()
+    try:
+        with monkeypatch.context() as m:
+            yield m
+    finally:
+        jax.clear_caches()
+
+
 def synthetic_logits(kind, B, V, seed):
     """float32 logits (B, V) of a kind: ``peaked`` (12 tokens lifted 8–14 over a std-2
     bulk, like a confident LM step), ``flat`` (std 0.2 bulk only), ``ties`` (half-integer
-    values and 300 tokens tied at the top)."""
+    values and 300 tokens — half the row when V < 600 — tied at the top)."""
     rng = np.random.default_rng(seed)
     if kind == "peaked":
         x = rng.standard_normal((B, V)) * 2.0
@@ -60,7 +81,7 @@ def synthetic_logits(kind, B, V, seed):
         x = rng.standard_normal((B, V)) * 0.2
     else:  # ties: few distinct values, large tied groups at the cut
         x = np.round(rng.standard_normal((B, V)) * 2.0) / 2.0
-        x[:, rng.choice(V, 300, replace=False)] = 9.0
+        x[:, rng.choice(V, min(300, V // 2), replace=False)] = 9.0
     return x.astype(np.float32)
 
 

@@ -20,7 +20,7 @@ import pytest
 import simplex_decode as sd
 from simplex_decode.solvers import exact
 
-from .conftest import record_choices, synthetic_logits
+from .conftest import record_choices, retrace, synthetic_logits
 
 V = 20000
 
@@ -40,7 +40,7 @@ def paths(monkeypatch):
 
 def _full_path(monkeypatch, fn, *args):
     """``fn(*args)`` with the candidate path switched off."""
-    with monkeypatch.context() as m:
+    with retrace(monkeypatch) as m:
         m.setattr(exact, "_MIN_LENGTH", 1 << 62)
         _fresh_jit(m)
         return jax.tree.map(np.asarray, fn(*args))

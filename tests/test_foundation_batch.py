@@ -110,6 +110,6 @@ def test_no_recompile_when_float_parameters_change():
 def test_pytree_roundtrip_keeps_structure():
     dec = sd.top_k(4, temperature=0.5)
     leaves, treedef = jax.tree_util.tree_flatten(dec)
-    assert len(leaves) == 3  # k, temperature, entropy weight
+    assert len(leaves) == 4  # k, min_keep, temperature, entropy weight
     again = jax.tree_util.tree_unflatten(treedef, leaves)
     np.testing.assert_array_equal(again.probs(_logits((V,))), dec.probs(_logits((V,))))

@@ -369,7 +369,7 @@ def test_cli_lists_the_declared_ranges(capsys):
 
     assert main(["decoders"]) == 0
     out = capsys.readouterr().out
-    assert "    params   p: in (0, 1]; temperature: in [0, inf); from_model: True or False\n" in out
+    assert "    params   p: in (0, 1]; temperature: in [0, inf); from_model: True or False; min_keep: an integer" in out
     assert "k: an integer in [1, V]" in out
 
 

@@ -18,7 +18,7 @@ import simplex_decode.supports as sup
 from simplex_decode import _window
 
 from . import _numpy_ref as npr
-from .conftest import record_choices, synthetic_logits
+from .conftest import record_choices, retrace, synthetic_logits
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ CASES = [("peaked", True), ("flat", False)]
 
 def _full_row(monkeypatch, fn, *args):
     """``fn(*args)`` with the window switched off (the full-row algorithms)."""
-    with monkeypatch.context() as m:
+    with retrace(monkeypatch) as m:
         for mod in (sel, sup, cf):
             m.setattr(mod, "window", lambda *a, **k: None)
         return np.asarray(fn(*args))

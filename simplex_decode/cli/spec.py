@@ -72,7 +72,7 @@ def build_decoder(spec: str):
       >>> build_decoder("top_p(p=0.9, temprature=0.7)")
       Traceback (most recent call last):
       ...
-      ValueError: decoder spec: top_p has no parameter 'temprature' (did you mean 'temperature'?); its parameters are: p, temperature, from_model
+      ValueError: decoder spec: top_p has no parameter 'temprature' (did you mean 'temperature'?); its parameters are: p, temperature, from_model, min_keep
     """
     from ..config import from_spec, load
     from ..decoder import Decoder
